@@ -1,0 +1,1 @@
+"""mfexp: MosaicFusion experiments."""

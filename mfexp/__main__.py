@@ -1,0 +1,58 @@
+"""`python -m mfexp [overrides]`: one experiment (generate -> train -> evaluate); `-m` for sweeps."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+log = logging.getLogger("mfexp")
+
+
+def run_name(override_dirname: str) -> str:
+    """Run folder name from the command-line overrides ('default' for none), safe as a path component."""
+    name = override_dirname.replace("/", "_").replace("+", "") or "default"
+    return name[:200]
+
+
+if not OmegaConf.has_resolver("mfexp_run_name"):
+    OmegaConf.register_new_resolver("mfexp_run_name", run_name)
+
+
+def offline_defaults(cfg: DictConfig) -> None:
+    """No network unless asked for: hub offline unless the model allows downloads; wandb offline by default."""
+    if not OmegaConf.select(cfg, "generator.model.allow_download", default=False):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", str(OmegaConf.select(cfg, "logger.mode", default="offline")))
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from mfexp.logging import finish_wandb
+    from mfexp.run import StageNotBuilt, run_experiment, summary
+
+    offline_defaults(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        results = run_experiment(cfg, run_dir)
+    except (ValueError, FileNotFoundError, StageNotBuilt) as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        finish_wandb()
+        sys.exit(2)
+    finish_wandb()
+    text = summary(results, run_dir)
+    log.info("\n%s", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

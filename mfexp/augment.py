@@ -1,0 +1,17 @@
+"""Augmenters that are not MosaicFusion (MosaicFusion lives in mfexp.mosaicfusion.stage)."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def no_augmentation(cfg, run_dir) -> dict:
+    """Real data only: no synthetic folder (a stale one from another augmenter is removed)."""
+    synthetic = Path(run_dir) / "synthetic"
+    if synthetic.exists():
+        shutil.rmtree(synthetic)
+    log.info("augmenter=none: training on real data only")
+    return {"synthetic_images": 0}

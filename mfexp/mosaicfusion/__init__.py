@@ -1,0 +1,1 @@
+"""MosaicFusion: mosaic layout, region diffusion, cross-attention capture and masks."""

@@ -1,0 +1,84 @@
+"""Categories, region prompts and the object token (pure functions)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+FREQUENCIES = ("r", "c", "f")
+
+
+class PromptError(ValueError):
+    """A prompt whose object token cannot be located: the mosaic is skipped with this reason."""
+
+
+def load_categories(path: str | Path) -> list[dict]:
+    """The `categories` of an LVIS-format annotation or category file, checked for the fields we use."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"category file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"category file {path} is not valid JSON: {e}") from None
+    cats = data.get("categories") if isinstance(data, dict) else data
+    if not isinstance(cats, list) or not cats:
+        raise ValueError(f"{path} has no LVIS 'categories' list")
+    for c in cats:
+        missing = {"id", "name", "frequency"} - set(c)
+        if missing:
+            raise ValueError(f"{path}: category {c.get('name', c.get('id'))!r} lacks {sorted(missing)}")
+        if c["frequency"] not in FREQUENCIES:
+            raise ValueError(f"{path}: category {c['name']!r} has frequency {c['frequency']!r}, not one of r, c, f")
+    return cats
+
+
+def select_categories(categories: list[dict], groups, what: str) -> list[dict]:
+    groups = list(groups)
+    bad = [g for g in groups if g not in FREQUENCIES]
+    if bad:
+        raise ValueError(f"generator.{what}: unknown frequency group(s) {bad}; choose from r, c, f")
+    chosen = [c for c in categories if c["frequency"] in groups]
+    if not chosen:
+        raise ValueError(f"generator.{what}={groups} selects no category")
+    return sorted(chosen, key=lambda c: c["id"])
+
+
+def display_name(category: dict) -> str:
+    """LVIS name as words: underscores -> spaces, the parenthesised disambiguation kept ("bat_(animal)")."""
+    return category["name"].replace("_", " ").strip()
+
+
+def region_prompt(template: str, category: dict) -> str:
+    definition = (category.get("def") or "").strip()
+    try:
+        prompt = template.format(name=display_name(category), **{"def": definition})
+    except (KeyError, IndexError) as e:
+        raise ValueError(f"generator.prompt {template!r}: unknown field {e}; use {{name}} and {{def}}") from None
+    return re.sub(r"\s+", " ", prompt).strip(" ,")
+
+
+def object_token_index(tokenizer, prompt: str, name: str) -> int:
+    """Position (in the padded input ids, BOS included) of the last sub-word token of `name` in `prompt`.
+
+    The name's tokens are matched at their first occurrence in the prompt; `)` is stripped first
+    ("bat (animal)" -> "animal"). Raises PromptError when the name has no tokens, is not in the prompt, or falls
+    past the text encoder's context length.
+    """
+    clean = re.sub(r"[()]", " ", name).strip()
+    name_ids = tokenizer(clean, add_special_tokens=False).input_ids if clean else []
+    if not name_ids:
+        raise PromptError(f"category name {name!r} has no tokens")
+    ids = tokenizer(prompt, add_special_tokens=True).input_ids
+    n = len(name_ids)
+    for start in range(len(ids) - n + 1):
+        if ids[start:start + n] == name_ids:
+            index = start + n - 1
+            break
+    else:
+        if name_ids[-1] not in ids:
+            raise PromptError(f"the object token of {name!r} is not in the prompt {prompt!r}")
+        index = ids.index(name_ids[-1])
+    if index >= tokenizer.model_max_length - 1:
+        raise PromptError(f"the object token of {name!r} falls past the {tokenizer.model_max_length}-token context")
+    return index

@@ -1,0 +1,186 @@
+"""The MosaicFusion `generate` stage: Lightning `Trainer.predict` over mosaic indices, one part file per mosaic.
+
+Each mosaic i is planned and seeded from `seed + i` alone, so any sharding over processes gives the same files.
+Finished mosaics leave `synthetic/parts/<i>.json` (written atomically after their image), so a killed run re-run
+with the same config continues where it stopped; rank 0 then merges the parts into `synthetic/annotations.json`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+
+from mfexp.data import prepare_dataset
+from mfexp.logging import log_to_wandb
+from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
+                           image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
+
+from .models import load_pipeline, set_scheduler
+from .pipeline import MosaicFusionGenerator, MosaicResult
+from .prompts import load_categories, select_categories
+
+log = logging.getLogger(__name__)
+
+
+def part_path(parts: Path, index: int) -> Path:
+    return parts / f"{index:07d}.json"
+
+
+def write_part(out: Path, result: MosaicResult, jpeg_quality: int) -> None:
+    """Image first, then its part record: a part file on disk means the mosaic is complete."""
+    plan = result.plan
+    record = {"index": plan.index, "reason": result.reason, "prompts": plan.prompts,
+              "categories": [c["id"] for c in plan.categories], "image": None, "annotations": []}
+    if result.kept:
+        image_id = SYNTHETIC_IMAGE_ID_BASE + plan.index
+        name = f"{plan.index:07d}.jpg"
+        atomic_write_bytes(out / "images" / name, encode_jpeg(result.image, jpeg_quality))
+        record["image"] = image_record(image_id, name, plan.layout.height, plan.layout.width)
+        record["annotations"] = [mask_annotation(m, image_id * 100 + r, image_id, c["id"])
+                                 for r, (m, c) in enumerate(zip(result.masks, plan.categories))]
+    atomic_write_json(part_path(out / "parts", plan.index), record)
+
+
+class PartWriter(BasePredictionWriter):
+    def __init__(self, out: Path, jpeg_quality: int):
+        super().__init__(write_interval="batch")
+        self.out, self.jpeg_quality = out, jpeg_quality
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        for result in prediction:
+            write_part(self.out, result, self.jpeg_quality)
+
+
+class MosaicIndices(pl.LightningDataModule):
+    """The pending mosaic indices, sharded by rank (i % world_size == rank): no padding, no duplicates."""
+
+    def __init__(self, pending: list[int], batch_size: int):
+        super().__init__()
+        self.pending, self.batch_size = pending, batch_size
+
+    def predict_dataloader(self):
+        shard = self.pending[self.trainer.global_rank::self.trainer.world_size]
+        return DataLoader(shard, batch_size=self.batch_size, collate_fn=list, shuffle=False)
+
+
+class MosaicFusionModule(pl.LightningModule):
+    def __init__(self, pipe, generator: MosaicFusionGenerator, main: list, mixed: list, seed: int):
+        super().__init__()
+        self.models = torch.nn.ModuleDict({"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder})
+        self.generator, self.main, self.mixed, self.seed = generator, main, mixed, seed
+
+    def predict_step(self, batch, batch_idx):
+        return self.generator([self.generator.plan(i, self.main, self.mixed, self.seed) for i in batch])
+
+
+def fingerprint(cfg) -> str:
+    """Hash of everything that decides the mosaics (not where or on how many devices they are made)."""
+    keys = {"generator": cfg.generator, "seed": cfg.seed, "dataset": cfg.dataset}
+    text = json.dumps(OmegaConf.to_container(OmegaConf.create(keys), resolve=True), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def reason_kind(reason: str) -> str:
+    """A skip reason without its specifics, for counting."""
+    kind = re.sub(r"region \d+ \([^)]*\): ", "", reason)
+    kind = re.sub(r"\(areas [^)]*\)|'[^']*'|\"[^\"]*\"", "", kind)
+    return re.sub(r"\s+", " ", kind).strip()
+
+
+def trainer_kwargs(cfg) -> dict:
+    t = cfg.trainer
+    return dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+                enable_progress_bar=t.enable_progress_bar)
+
+
+def generate_mosaicfusion(cfg, run_dir) -> dict:
+    gcfg = cfg.generator
+    out = Path(run_dir) / "synthetic"
+    cats_file = gcfg.categories or prepare_dataset(cfg.dataset)["train_json"]
+    categories = load_categories(cats_file)
+    main = select_categories(categories, gcfg.main_frequency, "main_frequency")
+    mixed = select_categories(categories, gcfg.mixed_frequency, "mixed_frequency")
+    if int(gcfg.images_per_category) < 1:
+        raise ValueError(f"generator.images_per_category must be >= 1, got {gcfg.images_per_category}")
+    total = len(main) * int(gcfg.images_per_category)
+    if gcfg.max_mosaics is not None:
+        total = min(total, int(gcfg.max_mosaics))
+
+    pipe = set_scheduler(load_pipeline(gcfg.model), gcfg.scheduler)
+    generator = MosaicFusionGenerator(pipe, gcfg)
+    generator.plan(0, main, mixed, int(cfg.seed))  # bad sizes / N fail here, before anything is written
+
+    parts = out / "parts"
+    stamp = fingerprint(cfg)
+    stamp_file = parts / "config.sha1"
+    if stamp_file.exists() and stamp_file.read_text().strip() != stamp:
+        raise ValueError(f"{out} holds mosaics of another configuration; remove it or use another run folder")
+    parts.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(stamp)
+    done = {int(p.stem) for p in parts.glob("*.json")}
+    pending = [i for i in range(total) if i not in done]
+    log.info("MosaicFusion: %d mosaics (%d main categories x %d, N=%d), %d already done, %d to make",
+             total, len(main), gcfg.images_per_category, gcfg.num_objects, total - len(pending), len(pending))
+    if pending:
+        trainer = pl.Trainer(**trainer_kwargs(cfg), logger=False, use_distributed_sampler=False,
+                             callbacks=[PartWriter(out, gcfg.jpeg_quality)])
+        trainer.predict(MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
+                        datamodule=MosaicIndices(pending, int(gcfg.batch_size)), return_predictions=False)
+        trainer.strategy.barrier()
+        if not trainer.is_global_zero:
+            trainer.strategy.barrier()   # wait for rank 0's merge
+            return {}
+        summary = merge_parts(out, total, categories, gcfg)
+        trainer.strategy.barrier()
+    else:
+        summary = merge_parts(out, total, categories, gcfg)
+    log_to_wandb(cfg, run_dir, {f"generate/{k}": v for k, v in summary.items() if not isinstance(v, dict)},
+                 images={"generate/gallery": out / "gallery.jpg"})
+    return summary
+
+
+def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
+    """All part files -> synthetic/annotations.json (atomic), gallery.jpg, and counts of kept/skipped mosaics."""
+    images, annotations, reasons = [], [], Counter()
+    for i in range(total):
+        path = part_path(out / "parts", i)
+        if not path.exists():
+            raise RuntimeError(f"mosaic {i} has no part file in {out / 'parts'}: generation did not finish")
+        record = json.loads(path.read_text())
+        if record["reason"]:
+            reasons[reason_kind(record["reason"])] += 1
+        else:
+            images.append(record["image"])
+            annotations.extend(record["annotations"])
+    summary = {"mosaics": total, "kept": len(images), "skipped": total - len(images),
+               "instances": len(annotations), "skip_reasons": dict(reasons)}
+    atomic_write_json(out / "annotations.json",
+                      lvis_file(images, annotations, categories, info={"generator": "mosaicfusion", **summary}))
+    write_gallery(out, images, annotations, categories, int(gcfg.gallery_size))
+    log.info("MosaicFusion: kept %d of %d mosaics (%d instances); skipped: %s", len(images), total,
+             len(annotations), ", ".join(f"{n} {k}" for k, n in reasons.most_common()) or "none")
+    return summary
+
+
+def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
+    names = {c["id"]: c["name"] for c in categories}
+    by_image = {}
+    for a in annotations:
+        by_image.setdefault(a["image_id"], []).append(a)
+    tiles = []
+    for img in images[:count]:
+        anns = by_image.get(img["id"], [])
+        rgb = read_rgb(out / "images" / img["file_name"])
+        tiles.append(overlay(rgb, [decode_rle(a["segmentation"]) for a in anns],
+                             [names.get(a["category_id"], "?") for a in anns]))
+    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))

@@ -1,0 +1,155 @@
+"""The MosaicFusion generate stage end to end on the tiny random pipeline."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+
+from conftest import ROOT, compose
+from mfexp.lvis_io import decode_rle, read_rgb
+from mfexp.mosaicfusion import stage as stage_module
+from mfexp.mosaicfusion.models import load_pipeline
+from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
+from mfexp.mosaicfusion.prompts import load_categories, select_categories
+
+
+def overrides(categories_file, *extra):
+    return ["generator/model=tiny_random", f"generator.categories={categories_file}",
+            "generator.images_per_category=3", "generator.num_objects=2", "generator.mask.min_area=0.02",
+            "logger=none", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "stages=[generate]",
+            *extra]
+
+
+def read_outputs(out: Path):
+    ann = json.loads((out / "annotations.json").read_text())
+    images = {p.name: p.read_bytes() for p in sorted((out / "images").glob("*.jpg"))}
+    return ann, images
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, categories_file):
+    cfg = compose(overrides(categories_file))
+    run_dir = tmp_path_factory.mktemp("run")
+    summary = stage_module.generate_mosaicfusion(cfg, run_dir)
+    return cfg, run_dir, summary
+
+
+def test_annotations_are_valid_lvis_and_coco(generated, categories_file):
+    from lvis import LVIS
+    cfg, run_dir, summary = generated
+    out = run_dir / "synthetic"
+    lvis = LVIS(str(out / "annotations.json"))
+    coco = COCO(str(out / "annotations.json"))
+    assert summary["mosaics"] == 4 * 3 and summary["kept"] + summary["skipped"] == 12
+    assert summary["kept"] > 0, summary
+    assert len(lvis.get_img_ids()) == summary["kept"] == len(coco.getImgIds())
+    assert len(lvis.get_ann_ids()) == 2 * summary["kept"]
+    assert [c["id"] for c in lvis.dataset["categories"]] == [c["id"] for c in load_categories(categories_file)]
+    assert (out / "gallery.jpg").stat().st_size > 0
+    for img in lvis.dataset["images"]:
+        assert (out / "images" / img["file_name"]).exists()
+        assert {"neg_category_ids", "not_exhaustive_category_ids"} <= set(img)
+    # every kept mosaic has a rare main category
+    rare = {c["id"] for c in load_categories(categories_file) if c["frequency"] == "r"}
+    for img_id in lvis.get_img_ids():
+        cats = {a["category_id"] for a in lvis.load_anns(lvis.get_ann_ids(img_ids=[img_id]))}
+        assert cats & rare
+
+
+def test_decoded_masks_equal_the_computed_masks(generated, categories_file):
+    cfg, run_dir, _ = generated
+    gcfg = cfg.generator
+    cats = load_categories(categories_file)
+    main, mixed = select_categories(cats, ["r"], "m"), select_categories(cats, ["r", "c", "f"], "x")
+    gen = MosaicFusionGenerator(load_pipeline(gcfg.model), gcfg)
+    ann = json.loads((run_dir / "synthetic" / "annotations.json").read_text())
+    kept = [img["id"] - 10_000_000 for img in ann["images"]]
+    results = gen([gen.plan(i, main, mixed, int(cfg.seed)) for i in kept[:2]])
+    for res in results:
+        assert res.kept
+        image_id = 10_000_000 + res.plan.index
+        anns = sorted((a for a in ann["annotations"] if a["image_id"] == image_id), key=lambda a: a["id"])
+        assert [a["category_id"] for a in anns] == [c["id"] for c in res.plan.categories]
+        for a, m in zip(anns, res.masks):
+            decoded = decode_rle(a["segmentation"])
+            assert np.array_equal(decoded, m)
+            ys, xs = np.nonzero(m)
+            assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert a["area"] == m.sum()
+        saved = read_rgb(run_dir / "synthetic" / "images" / f"{res.plan.index:07d}.jpg")
+        assert np.abs(saved.astype(int) - res.image.astype(int)).mean() < 4   # JPEG of the same pixels
+
+
+def test_resume_after_a_crash_loses_and_duplicates_nothing(generated, tmp_path, monkeypatch, categories_file):
+    cfg, ref_dir, _ = generated
+    real_write = stage_module.write_part
+    calls = {"n": 0}
+
+    def crashing_write(out, result, q):
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed")
+        calls["n"] += 1
+        real_write(out, result, q)
+
+    monkeypatch.setattr(stage_module, "write_part", crashing_write)
+    with pytest.raises(KeyboardInterrupt):
+        stage_module.generate_mosaicfusion(cfg, tmp_path)
+    out = tmp_path / "synthetic"
+    assert len(list((out / "parts").glob("*.json"))) == 5 and not (out / "annotations.json").exists()
+    monkeypatch.setattr(stage_module, "write_part", real_write)
+    summary = stage_module.generate_mosaicfusion(cfg, tmp_path)
+    assert summary["mosaics"] == 12
+    assert read_outputs(out) == read_outputs(ref_dir / "synthetic")
+    ids = [a["id"] for a in json.loads((out / "annotations.json").read_text())["annotations"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_changed_config_refuses_to_mix(generated):
+    cfg, run_dir, _ = generated
+    cfg.generator.guidance_scale = 3.0
+    try:
+        with pytest.raises(ValueError, match="another configuration"):
+            stage_module.generate_mosaicfusion(cfg, run_dir)
+    finally:
+        cfg.generator.guidance_scale = 7.5
+
+
+def run_cli(args, tmp_path, timeout=600):
+    env = dict(os.environ, MFEXP_OUTPUTS=str(tmp_path), PYTHONPATH=str(ROOT), WANDB_MODE="disabled")
+    return subprocess.run([sys.executable, "-m", "mfexp", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_one_and_two_processes_give_identical_files(tmp_path, categories_file):
+    one = run_cli(overrides(categories_file, "hydra.run.dir=one"), tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = run_cli(overrides(categories_file, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"),
+                  tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = read_outputs(tmp_path / "one" / "synthetic"), read_outputs(tmp_path / "two" / "synthetic")
+    assert a == b and len(a[1]) > 0
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["generator.num_objects=0"], "num_objects"),
+    (["generator.region_size=[30,32]"], "not divisible"),
+    (["generator.main_frequency=[x]"], "unknown frequency"),
+    (["generator.attention.blocks=[left]"], "unknown block"),
+    (["generator/model=sd14", "generator.model.path=not/a/model"], "hub downloads are off"),
+    (["generator.categories=/nonexistent.json"], "not found"),
+])
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, categories_file, extra, msg):
+    res = run_cli(overrides(categories_file, "hydra.run.dir=bad", *extra), tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and msg in last, last
+    assert not (tmp_path / "bad" / "synthetic").exists()
+
+
+def test_unknown_config_key_is_refused(tmp_path, categories_file):
+    res = run_cli(overrides(categories_file, "generator.no_such_key=1"), tmp_path)
+    assert res.returncode != 0 and "no_such_key" in res.stderr
