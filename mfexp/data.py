@@ -1,7 +1,11 @@
 """The real dataset of an experiment: `prepare_dataset(cfg.dataset)` calls the dataset's `prepare` function."""
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 SPLIT_KEYS = ("train_json", "train_images", "val_json", "val_images")
 
@@ -24,3 +28,12 @@ def prepare_dataset(dataset_cfg) -> dict:
     if missing:
         raise ValueError(f"dataset {dataset_cfg.get('name')!r}: prepare() returned no {missing}")
     return paths
+
+
+def config_hash(cfg, keys) -> str:
+    """Short hash of the resolved config under `keys` (missing keys count as null)."""
+    picked = {}
+    for k in keys:
+        v = OmegaConf.select(cfg, k)
+        picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+    return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]

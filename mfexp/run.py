@@ -1,7 +1,6 @@
 """Run an experiment's stages in order on one run folder; skip stages already done for the same config."""
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -9,8 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from mfexp.data import config_hash
 from mfexp.lvis_io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -36,8 +34,9 @@ def _call(dotted: str, what: str):
 
 
 def generate(cfg, run_dir: Path) -> dict:
-    from hydra.utils import instantiate
-    return instantiate(cfg.augmenter)(cfg, run_dir)
+    """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir) (its options live in cfg.augmenter)."""
+    from hydra.utils import get_method
+    return get_method(cfg.augmenter._target_)(cfg, run_dir)
 
 
 def train(cfg, run_dir: Path) -> dict:
@@ -53,9 +52,7 @@ STAGES = {"generate": generate, "train": train, "evaluate": evaluate}
 
 def stage_hash(cfg, stage: str) -> str:
     keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
-    picked = {k: OmegaConf.select(cfg, k) for k in keys}
-    text = json.dumps(OmegaConf.to_container(OmegaConf.create(picked), resolve=True), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return config_hash(cfg, keys)
 
 
 def check_stages(stages) -> list[str]:

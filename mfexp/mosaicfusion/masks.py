@@ -64,7 +64,7 @@ def single_component(mask: np.ndarray, min_area=0.05, max_area=0.95) -> np.ndarr
     total = mask.size
     kept = [i for i in range(1, count) if min_area <= stats[i, cv2.CC_STAT_AREA] / total <= max_area]
     if len(kept) != 1:
-        areas = sorted(round(stats[i, cv2.CC_STAT_AREA] / total, 3) for i in range(1, count))
+        areas = sorted(round(float(stats[i, cv2.CC_STAT_AREA]) / total, 3) for i in range(1, count))
         raise MaskError(f"{len(kept)} components within {min_area:.0%}-{max_area:.0%} of the region (areas {areas[-4:]})")
     return labels == kept[0]
 

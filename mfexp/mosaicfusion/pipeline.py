@@ -44,7 +44,9 @@ def plan_mosaic(index: int, gcfg, main_categories: list, mixed_categories: list,
     """Main category = index // images_per_category; N-1 mixed ones drawn uniformly; order and layout random."""
     mosaic_seed = seed + index
     rng = np.random.default_rng(mosaic_seed)
-    n = int(gcfg.num_objects)
+    n = gcfg.num_objects
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"generator.num_objects must be a positive integer, got {n!r}")
     main = main_categories[index // int(gcfg.images_per_category)]
     mixed = [mixed_categories[i] for i in rng.integers(len(mixed_categories), size=n - 1)]
     cats = [main, *mixed]

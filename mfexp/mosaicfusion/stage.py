@@ -6,7 +6,6 @@ with the same config continues where it stopped; rank 0 then merges the parts in
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -16,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from mfexp.data import prepare_dataset
+from mfexp.data import config_hash, prepare_dataset
 from mfexp.logging import log_to_wandb
 from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
                            image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
@@ -85,9 +83,7 @@ class MosaicFusionModule(pl.LightningModule):
 
 def fingerprint(cfg) -> str:
     """Hash of everything that decides the mosaics (not where or on how many devices they are made)."""
-    keys = {"generator": cfg.generator, "seed": cfg.seed, "dataset": cfg.dataset}
-    text = json.dumps(OmegaConf.to_container(OmegaConf.create(keys), resolve=True), sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return config_hash(cfg, ("generator", "seed", "dataset"))
 
 
 def reason_kind(reason: str) -> str:
