@@ -9,7 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+ROOT = Path(__file__).resolve().parent.parent   # the repository: conf/ and sweeps/
+CONFIG_DIR = str(ROOT / "conf")
 log = logging.getLogger("mfexp")
 
 
@@ -21,6 +22,8 @@ def run_name(override_dirname: str) -> str:
 
 if not OmegaConf.has_resolver("mfexp_run_name"):
     OmegaConf.register_new_resolver("mfexp_run_name", run_name)
+if not OmegaConf.has_resolver("mfexp_root"):   # conf/config.yaml: hydra.searchpath -> sweeps/
+    OmegaConf.register_new_resolver("mfexp_root", lambda: str(ROOT))
 
 
 def offline_defaults(cfg: DictConfig) -> None:
@@ -35,6 +38,7 @@ def offline_defaults(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from mfexp.logging import finish_wandb
     from mfexp.run import StageNotBuilt, run_experiment, summary
@@ -47,6 +51,8 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         finish_wandb()
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return   # one failed setting does not stop the sweep; its run folder has no metrics.json
         sys.exit(2)
     finish_wandb()
     text = summary(results, run_dir)

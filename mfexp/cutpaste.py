@@ -1,0 +1,400 @@
+"""Cut-and-Paste baseline (Dwibedi et al., 2017): real instances pasted onto other real training images.
+
+Synthetic image ``i`` is planned and seeded from ``seed + i`` alone (like a MosaicFusion mosaic): its *main* category
+is ``main[i // images_per_category]`` (the same main categories MosaicFusion uses), the other ``objects_per_image - 1``
+objects come from categories of ``mixed_frequency`` that have instances. Each object is a real instance mask cut from
+a training image, randomly scaled and flipped, and alpha-blended (Gaussian-blurred mask as alpha) at a random place
+onto another training image. Pasted objects occlude what lies underneath: the masks of the instances below lose the
+covered pixels, and instances left too small are dropped. The output has the pasted objects and the background's
+remaining real instances, all annotated, in the same ``synthetic/`` format as MosaicFusion.
+
+Pure functions (``annotation_mask``, ``cut_instance``, ``transform_instance``, ``paste_instance``,
+``drop_occluded``, ``compose_cut_paste``) do the work; ``generate_cut_paste`` is the only one with side effects.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from mfexp.data import prepare_dataset
+from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
+                           image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
+
+log = logging.getLogger(__name__)
+
+FREQUENCIES = ("r", "c", "f")
+MAX_INSTANCES_PER_IMAGE = 1000     # annotation ids are image_id * 1000 + k
+
+
+@dataclass(frozen=True)
+class CutPasteOptions:
+    """`cfg.augmenter` as checked values (see conf/augmenter/cut_paste.yaml)."""
+    main_frequency: tuple = ("r",)
+    mixed_frequency: tuple = ("r", "c", "f")
+    images_per_category: int = 25
+    objects_per_image: int = 1
+    max_images: int | None = None
+    scale: tuple = (0.2, 0.5)          # pasted object's longer side / background's shorter side
+    flip: float = 0.5                  # probability of a horizontal flip
+    blur_sigma: float = 1.0            # Gaussian blur of the alpha, pixels (0: hard paste)
+    min_source_area: int = 64          # source instances smaller than this (pixels) are not cut
+    min_visible_area: int = 20         # instances occluded below this many pixels ...
+    min_visible_fraction: float = 0.1  # ... or below this fraction of their area before pasting are dropped
+    background: str = "image"          # image: another training image | uniform: a random solid colour
+    gallery_size: int = 16
+    jpeg_quality: int = 95
+
+    @classmethod
+    def from_config(cls, acfg) -> "CutPasteOptions":
+        def get(key, default):
+            return acfg.get(key, default) if acfg is not None else default
+
+        def pair(key, lo, hi):
+            v = get(key, getattr(cls, key))
+            try:
+                a, b = (float(x) for x in v)
+            except (TypeError, ValueError):
+                raise ValueError(f"augmenter.{key}={v!r} must be a pair [low, high]") from None
+            if not (lo <= a <= b <= hi):
+                raise ValueError(f"augmenter.{key}={[a, b]} must satisfy {lo} <= low <= high <= {hi}")
+            return a, b
+
+        def groups(key):
+            v = get(key, getattr(cls, key))
+            v = (v,) if isinstance(v, str) else tuple(v)
+            bad = [g for g in v if g not in FREQUENCIES]
+            if bad or not v:
+                raise ValueError(f"augmenter.{key}={list(v)}: choose a non-empty subset of r, c, f")
+            return v
+
+        opts = cls(main_frequency=groups("main_frequency"), mixed_frequency=groups("mixed_frequency"),
+                   images_per_category=int(get("images_per_category", 25)),
+                   objects_per_image=int(get("objects_per_image", 1)),
+                   max_images=None if get("max_images", None) is None else int(get("max_images", None)),
+                   scale=pair("scale", 1e-3, 1.0), flip=float(get("flip", 0.5)),
+                   blur_sigma=float(get("blur_sigma", 1.0)), min_source_area=int(get("min_source_area", 64)),
+                   min_visible_area=int(get("min_visible_area", 20)),
+                   min_visible_fraction=float(get("min_visible_fraction", 0.1)),
+                   background=str(get("background", "image")), gallery_size=int(get("gallery_size", 16)),
+                   jpeg_quality=int(get("jpeg_quality", 95)))
+        checks = [(opts.images_per_category >= 1, "images_per_category", "must be >= 1"),
+                  (opts.objects_per_image >= 1, "objects_per_image", "must be >= 1"),
+                  (opts.max_images is None or opts.max_images >= 0, "max_images", "must be >= 0 or null"),
+                  (0.0 <= opts.flip <= 1.0, "flip", "must be a probability in [0, 1]"),
+                  (opts.blur_sigma >= 0, "blur_sigma", "must be >= 0"),
+                  (opts.min_source_area >= 1, "min_source_area", "must be >= 1"),
+                  (opts.min_visible_area >= 1, "min_visible_area", "must be >= 1"),
+                  (0.0 <= opts.min_visible_fraction < 1.0, "min_visible_fraction", "must be in [0, 1)"),
+                  (opts.background in ("image", "uniform"), "background", "must be 'image' or 'uniform'"),
+                  (opts.gallery_size >= 0, "gallery_size", "must be >= 0"),
+                  (1 <= opts.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]")]
+        for ok, key, msg in checks:
+            if not ok:
+                raise ValueError(f"augmenter.{key}={getattr(opts, key)!r} {msg}")
+        return opts
+
+
+# ----------------------------------------------------------------------------------------------- pure functions
+
+def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """Boolean mask of an LVIS/COCO segmentation: polygons, uncompressed RLE or compressed RLE."""
+    if isinstance(segmentation, list):           # polygons
+        rles = mask_utils.frPyObjects(segmentation, height, width)
+        return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    if isinstance(segmentation.get("counts"), list):   # uncompressed RLE
+        return mask_utils.decode(mask_utils.frPyObjects(segmentation, height, width)).astype(bool)
+    return decode_rle(segmentation)
+
+
+def cut_instance(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The instance's tight bounding-box crop: (rgb crop, mask crop)."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        raise ValueError("empty instance mask")
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    return rgb[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].copy()
+
+
+def transform_instance(rgb: np.ndarray, mask: np.ndarray, size: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Resize the crop so its longer side is `size` pixels (aspect kept) and optionally flip it horizontally."""
+    h, w = mask.shape
+    f = size / max(h, w)
+    nh, nw = max(1, round(h * f)), max(1, round(w * f))
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    rgb = cv2.resize(rgb, (nw, nh), interpolation=interp)
+    mask = cv2.resize(mask.astype(np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR) >= 0.5
+    if flip:
+        rgb, mask = rgb[:, ::-1].copy(), mask[:, ::-1].copy()
+    return rgb, mask
+
+
+def blurred_alpha(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Float alpha in [0, 1] from a binary mask: the mask itself (sigma 0) or its Gaussian blur."""
+    alpha = mask.astype(np.float32)
+    if sigma > 0:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma),
+                                 borderType=cv2.BORDER_CONSTANT)
+    return np.clip(alpha, 0.0, 1.0)
+
+
+def paste_instance(image: np.ndarray, masks: list[np.ndarray], obj_rgb: np.ndarray, obj_mask: np.ndarray,
+                   top_left: tuple[int, int], blur_sigma: float = 1.0):
+    """Alpha-blend an object crop onto `image` at `top_left` = (y, x); the object must lie inside the image.
+
+    The alpha is the object mask blurred with a Gaussian of `blur_sigma` pixels (computed on the whole canvas, so it
+    may spill a few pixels past the crop). The pasted instance's mask is where alpha >= 0.5 (the object is at least
+    half of the pixel); the masks underneath lose those pixels. Returns (new image, pasted mask, updated masks) and
+    leaves the inputs unchanged.
+    """
+    H, W = image.shape[:2]
+    h, w = obj_mask.shape
+    y, x = (int(v) for v in top_left)
+    if y < 0 or x < 0 or y + h > H or x + w > W:
+        raise ValueError(f"object of size {h}x{w} at {(y, x)} does not fit a {H}x{W} image")
+    placed = np.zeros((H, W), bool)
+    placed[y:y + h, x:x + w] = obj_mask
+    obj_canvas = np.zeros_like(image)
+    obj_canvas[y:y + h, x:x + w] = obj_rgb
+    if blur_sigma > 0:   # blur the colour premultiplied by the mask too, so the halo has the object's colours
+        alpha = blurred_alpha(placed, blur_sigma)
+        premult = cv2.GaussianBlur(obj_canvas.astype(np.float32) * placed[..., None], (0, 0), float(blur_sigma),
+                                   borderType=cv2.BORDER_CONSTANT)
+        colour = np.where(alpha[..., None] > 1e-6, premult / np.maximum(alpha[..., None], 1e-6), 0.0)
+        colour = np.where(placed[..., None], obj_canvas.astype(np.float32), colour)
+    else:
+        alpha, colour = placed.astype(np.float32), obj_canvas.astype(np.float32)
+    a = alpha[..., None]
+    out = np.clip(a * colour + (1 - a) * image.astype(np.float32) + 0.5, 0, 255).astype(np.uint8)
+    pasted = alpha >= 0.5
+    return out, pasted, [m & ~pasted for m in masks]
+
+
+def drop_occluded(masks: list[np.ndarray], areas_before: list[float], min_area: int, min_fraction: float) -> list[bool]:
+    """Which instances stay: visible area >= min_area pixels and >= min_fraction of the area before pasting."""
+    return [int(m.sum()) >= min_area and m.sum() >= min_fraction * a for m, a in zip(masks, areas_before)]
+
+
+@dataclass
+class Instance:
+    mask: np.ndarray
+    category_id: int
+    pasted: bool
+    area_before: float = field(default=0.0)
+
+
+def compose_cut_paste(background: np.ndarray, instances: list[Instance], objects: list[tuple], rng: np.random.Generator,
+                      opts: CutPasteOptions):
+    """Paste `objects` = [(rgb crop, mask crop, category id)] onto `background` in order (later ones on top).
+
+    Each object gets a random size (longer side = U(scale) x background's shorter side, at most the background),
+    a horizontal flip with probability `flip` and a random position fully inside the image. Returns
+    (image, kept instances, counts) with counts = {"pasted", "dropped"}; instances (real and pasted) occluded below
+    the visibility limits are dropped.
+    """
+    image = background
+    H, W = image.shape[:2]
+    instances = [Instance(i.mask, i.category_id, i.pasted, float(i.mask.sum())) for i in instances]
+    pasted = 0
+    for rgb, mask, cat in objects:
+        longer = int(round(rng.uniform(*opts.scale) * min(H, W)))
+        longer = max(2, min(longer, H, W))
+        flip = bool(rng.random() < opts.flip)
+        o_rgb, o_mask = transform_instance(rgb, mask, longer, flip)
+        h, w = o_mask.shape
+        y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
+        image, new_mask, updated = paste_instance(image, [i.mask for i in instances], o_rgb, o_mask, (y, x),
+                                                  opts.blur_sigma)
+        for inst, m in zip(instances, updated):
+            inst.mask = m
+        if new_mask.any():
+            instances.append(Instance(new_mask, int(cat), True, float(new_mask.sum())))
+            pasted += 1
+    keep = drop_occluded([i.mask for i in instances], [i.area_before for i in instances],
+                         opts.min_visible_area, opts.min_visible_fraction)
+    kept = [i for i, k in zip(instances, keep) if k]
+    return image, kept, {"pasted": pasted, "dropped": len(instances) - len(kept)}
+
+
+# ----------------------------------------------------------------------------------------------- the data
+
+class SourceData:
+    """The real training set: images by id, usable instances by category, images loaded on demand (LRU cache)."""
+
+    def __init__(self, train_json: str | Path, train_images: str | Path, min_source_area: int):
+        train_json = Path(train_json)
+        if not train_json.is_file():
+            raise FileNotFoundError(f"train annotations not found: {train_json}")
+        data = json.loads(train_json.read_text())
+        self.root = Path(train_images)
+        self.categories = data["categories"]
+        self.images = {img["id"]: img for img in data["images"]}
+        self.image_ids = sorted(self.images)
+        if not self.image_ids:
+            raise ValueError(f"{train_json} has no images")
+        self.by_image: dict[int, list[dict]] = {}
+        self.by_category: dict[int, list[dict]] = {}
+        for a in sorted(data["annotations"], key=lambda a: a["id"]):
+            if a.get("iscrowd", 0):
+                continue
+            self.by_image.setdefault(a["image_id"], []).append(a)
+            if a.get("area", 0) >= min_source_area:
+                self.by_category.setdefault(a["category_id"], []).append(a)
+        self._read = lru_cache(maxsize=64)(self._read_uncached)
+
+    def _read_uncached(self, image_id: int) -> np.ndarray:
+        img = self.images[image_id]
+        rel = img.get("file_name") or img["coco_url"].replace("http://images.cocodataset.org/", "")
+        return read_rgb(self.root / rel)
+
+    def rgb(self, image_id: int) -> np.ndarray:
+        return self._read(image_id)
+
+    def mask(self, ann: dict) -> np.ndarray:
+        img = self.images[ann["image_id"]]
+        return annotation_mask(ann["segmentation"], img["height"], img["width"])
+
+
+def select(categories: list[dict], groups, what: str) -> list[dict]:
+    chosen = sorted((c for c in categories if c.get("frequency") in groups), key=lambda c: c["id"])
+    if not chosen:
+        raise ValueError(f"augmenter.{what}={list(groups)} selects no category of the train set")
+    return chosen
+
+
+@dataclass
+class Plan:
+    index: int
+    main: dict
+    sources: list          # annotations to cut, main first
+    background_id: int | None
+    reason: str = ""
+
+
+def plan_image(index: int, main: list[dict], mixed_ids: list[int], data: SourceData, opts: CutPasteOptions,
+               seed: int) -> tuple[Plan, np.random.Generator]:
+    """What image `index` pastes where (deterministic from seed + index); the rng continues into the paste."""
+    rng = np.random.default_rng(int(seed) + int(index))
+    cat = main[index // opts.images_per_category]
+    pool = data.by_category.get(cat["id"], [])
+    if not pool:
+        return Plan(index, cat, [], None, f"no source instance of main category {cat['name']!r} "
+                                          f"(none with area >= {opts.min_source_area})"), rng
+    sources = [pool[int(rng.integers(len(pool)))]]
+    for _ in range(opts.objects_per_image - 1):
+        cid = mixed_ids[int(rng.integers(len(mixed_ids)))]
+        choices = data.by_category[cid]
+        sources.append(choices[int(rng.integers(len(choices)))])
+    background_id = None
+    if opts.background == "image":
+        others = data.image_ids
+        for _ in range(8):   # another image than the main object's, when there is one
+            background_id = others[int(rng.integers(len(others)))]
+            if background_id != sources[0]["image_id"] or len(others) == 1:
+                break
+    return Plan(index, cat, sources, background_id), rng
+
+
+def make_image(plan: Plan, rng: np.random.Generator, data: SourceData, opts: CutPasteOptions):
+    """Load what the plan names and compose the image: (image, kept instances, counts)."""
+    if plan.background_id is not None:
+        background = data.rgb(plan.background_id)
+        instances = [Instance(data.mask(a), a["category_id"], False) for a in data.by_image.get(plan.background_id, [])]
+        instances = [i for i in instances if i.mask.shape == background.shape[:2] and i.mask.any()]
+    else:
+        src = data.images[plan.sources[0]["image_id"]]
+        colour = rng.integers(0, 256, size=3).astype(np.uint8)
+        background = np.broadcast_to(colour, (src["height"], src["width"], 3)).copy()
+        instances = []
+    objects = []
+    for a in plan.sources:
+        rgb, mask = data.rgb(a["image_id"]), data.mask(a)
+        if rgb.shape[:2] != mask.shape:
+            raise ValueError(f"annotation {a['id']}: mask {mask.shape} does not match its image {rgb.shape[:2]}")
+        objects.append((*cut_instance(rgb, mask), a["category_id"]))
+    return compose_cut_paste(background, instances, objects, rng, opts)
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+
+def generate_cut_paste(cfg, run_dir) -> dict:
+    """The `generate` stage for `augmenter=cut_paste`: writes run_dir/synthetic/{images/, annotations.json,
+    gallery.jpg} and returns counts."""
+    from tqdm import tqdm
+
+    from mfexp.logging import log_to_wandb
+    from mfexp.run import is_rank_zero
+
+    opts = CutPasteOptions.from_config(cfg.augmenter)
+    files = prepare_dataset(cfg.dataset)
+    data = SourceData(files["train_json"], files["train_images"], opts.min_source_area)
+    main = select(data.categories, opts.main_frequency, "main_frequency")
+    if not any(data.by_category.get(c["id"]) for c in main):
+        raise ValueError(f"augmenter.main_frequency={list(opts.main_frequency)}: no instance (area >= "
+                         f"{opts.min_source_area} px) of the {len(main)} selected categories in the train set")
+    mixed_ids = [c["id"] for c in select(data.categories, opts.mixed_frequency, "mixed_frequency")
+                 if data.by_category.get(c["id"])]
+    if opts.objects_per_image > 1 and not mixed_ids:
+        raise ValueError(f"augmenter.mixed_frequency={list(opts.mixed_frequency)}: no instance (area >= "
+                         f"{opts.min_source_area} px) of the selected categories in the train set")
+    total = len(main) * opts.images_per_category
+    if opts.max_images is not None:
+        total = min(total, opts.max_images)
+    if not is_rank_zero():
+        return {}
+
+    out = Path(run_dir) / "synthetic"
+    if out.exists():   # another augmenter's or an unfinished run's output
+        shutil.rmtree(out)
+    seed = int(cfg.seed)
+    log.info("Cut-and-Paste: %d images (%d main categories x %d, %d object(s) each)", total, len(main),
+             opts.images_per_category, opts.objects_per_image)
+    images, annotations, reasons, tiles = [], [], Counter(), []
+    names = {c["id"]: c["name"] for c in data.categories}
+    counts, missing = Counter(), set()
+    for i in tqdm(range(total), desc="cut_paste", unit="img", leave=False):
+        plan, rng = plan_image(i, main, mixed_ids, data, opts, seed)
+        if plan.reason:
+            reasons["no source instance of the main category"] += 1
+            if plan.main["name"] not in missing:
+                missing.add(plan.main["name"])
+                log.info("image %d (and the others of its category) skipped: %s", i, plan.reason)
+            continue
+        image, kept, c = make_image(plan, rng, data, opts)
+        counts.update(c)
+        if not any(k.pasted for k in kept):
+            reasons["every pasted object occluded"] += 1
+            log.debug("image %d skipped: every pasted object occluded", i)
+            continue
+        kept = kept[:MAX_INSTANCES_PER_IMAGE]
+        image_id = SYNTHETIC_IMAGE_ID_BASE + i
+        name = f"{i:07d}.jpg"
+        atomic_write_bytes(out / "images" / name, encode_jpeg(image, opts.jpeg_quality))
+        images.append(image_record(image_id, name, image.shape[0], image.shape[1]))
+        annotations += [mask_annotation(k.mask, image_id * MAX_INSTANCES_PER_IMAGE + n, image_id, k.category_id)
+                        for n, k in enumerate(kept)]
+        if len(tiles) < opts.gallery_size:
+            tiles.append(overlay(image, [k.mask for k in kept],
+                                 [("*" if k.pasted else "") + names.get(k.category_id, "?") for k in kept]))
+    skipped = total - len(images)
+    summary = {"images": total, "kept": len(images), "skipped": skipped, "instances": len(annotations),
+               "pasted": counts["pasted"], "dropped_occluded": counts["dropped"], "skip_reasons": dict(reasons)}
+    if reasons:
+        log.warning("Cut-and-Paste: skipped %d of %d images: %s", skipped, total,
+                    ", ".join(f"{n} {k}" for k, n in reasons.most_common()))
+    atomic_write_json(out / "annotations.json",
+                      lvis_file(images, annotations, data.categories, info={"generator": "cut_paste", **summary}))
+    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))
+    log.info("Cut-and-Paste: kept %d of %d images (%d instances, %d pasted, %d occluded instances dropped)",
+             len(images), total, len(annotations), counts["pasted"], counts["dropped"])
+    log_to_wandb(cfg, run_dir, {f"generate/{k}": v for k, v in summary.items() if not isinstance(v, dict)},
+                 images={"generate/gallery": out / "gallery.jpg"})
+    return summary
