@@ -28,5 +28,9 @@ def compose(overrides=(), config_name="config"):
     from hydra import compose as hydra_compose, initialize_config_dir
 
     import mfexp.__main__  # noqa: F401  (registers the run-name resolver)
+    from hydra.core.hydra_config import HydraConfig
+
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)   # so ${hydra:...} interpolations resolve, as in a real run
+    return cfg
