@@ -55,9 +55,7 @@ def main(cfg: DictConfig) -> None:
             return   # one failed setting does not stop the sweep; its run folder has no metrics.json
         sys.exit(2)
     finish_wandb()
-    text = summary(results, run_dir)
-    log.info("\n%s", text)
-    print(text)
+    log.info("\n%s", summary(results, run_dir))   # console and the run's log file
 
 
 if __name__ == "__main__":

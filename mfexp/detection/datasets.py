@@ -1,0 +1,124 @@
+"""LVIS-format annotation files: validation with clear errors, and the MMDetection dataset that reads them.
+
+``MfexpLVISDataset`` is mmdet's ``LVISV1Dataset`` with three differences: image paths come from ``file_name``
+(relative to the images folder) when present, else from ``coco_url`` (``train2017/xxx.jpg``, as real LVIS v1 files
+have no ``file_name``); class labels follow the *sorted* category ids, so a real and a synthetic file with the same
+category set get the same labels whatever their order; class names come from the file (``metainfo``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+from mmdet.datasets import AspectRatioBatchSampler, ConcatDataset, LVISV1Dataset
+from mmdet.registry import DATA_SAMPLERS, DATASETS
+
+COCO_URL_PREFIX = "http://images.cocodataset.org/"
+_IMAGE_KEYS = ("id", "height", "width")
+_ANN_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "area")
+_CAT_KEYS = ("id", "name", "frequency")
+
+
+def read_lvis_json(path: str | os.PathLike, what: str = "annotation file") -> dict:
+    """Load an LVIS v1-format file and check its structure; every problem is a one-line ``ValueError``
+    (``FileNotFoundError`` for a missing file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON ({e})") from None
+    lists = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
+        raise ValueError(f"{what} {path} is not in LVIS format: expected a JSON object with lists "
+                         "'images', 'annotations' and 'categories'")
+    for key, fields in (("images", _IMAGE_KEYS), ("annotations", _ANN_KEYS), ("categories", _CAT_KEYS)):
+        for i, item in enumerate(data[key]):
+            missing = [f for f in fields if f not in item] if isinstance(item, dict) else list(fields)
+            if missing:
+                raise ValueError(f"{what} {path} is not in LVIS format: {key}[{i}] lacks {missing}")
+    for i, img in enumerate(data["images"]):
+        if "file_name" not in img and "coco_url" not in img:
+            raise ValueError(f"{what} {path} is not in LVIS format: images[{i}] has neither file_name nor coco_url")
+        for k in ("neg_category_ids", "not_exhaustive_category_ids"):
+            img.setdefault(k, [])
+    cat_ids = {c["id"] for c in data["categories"]}
+    bad = sorted({a["category_id"] for a in data["annotations"]} - cat_ids)
+    if bad:
+        raise ValueError(f"{what} {path}: annotations use category ids not in its categories list: {bad[:10]}")
+    if not data["categories"]:
+        raise ValueError(f"{what} {path} has no categories")
+    return data
+
+
+def check_same_categories(real: dict, synthetic: dict, synthetic_path: str | os.PathLike) -> None:
+    """A synthetic set must carry the real train set's category list (same ids), so labels agree."""
+    real_ids = {c["id"] for c in real["categories"]}
+    syn_ids = {c["id"] for c in synthetic["categories"]}
+    if syn_ids != real_ids:
+        raise ValueError(f"synthetic annotations {synthetic_path}: category ids differ from the real train set "
+                         f"({len(syn_ids)} vs {len(real_ids)} ids; not in the real set: "
+                         f"{sorted(syn_ids - real_ids)[:10]}, missing: {sorted(real_ids - syn_ids)[:10]})")
+
+
+def image_relpath(img: dict) -> str:
+    """The image's path relative to its images folder: ``file_name``, else the ``coco_url`` path."""
+    if img.get("file_name"):
+        return img["file_name"]
+    return img["coco_url"].replace(COCO_URL_PREFIX, "")
+
+
+def class_names(data: dict) -> tuple[str, ...]:
+    """Class names in label order (sorted category ids)."""
+    return tuple(c["name"] for c in sorted(data["categories"], key=lambda c: c["id"]))
+
+
+@DATASETS.register_module()
+class MfexpLVISDataset(LVISV1Dataset):
+    """LVIS v1-format dataset with ``file_name``-relative image paths and labels by sorted category id."""
+
+    def load_data_list(self) -> list[dict]:
+        from lvis import LVIS
+
+        self.lvis = LVIS(self.ann_file)
+        self.cat_ids = sorted(self.lvis.get_cat_ids())
+        self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
+        self.cat_img_map = copy.deepcopy(self.lvis.cat_img_map)
+        data_list = []
+        for img_id in self.lvis.get_img_ids():
+            raw_img_info = dict(self.lvis.load_imgs([img_id])[0], img_id=img_id)
+            raw_img_info["file_name"] = image_relpath(raw_img_info)
+            raw_ann_info = self.lvis.load_anns(self.lvis.get_ann_ids(img_ids=[img_id]))
+            data_list.append(self.parse_data_info({"raw_ann_info": raw_ann_info, "raw_img_info": raw_img_info}))
+        del self.lvis
+        return data_list
+
+
+@DATASETS.register_module()
+class ConcatLVISDataset(ConcatDataset):
+    """mmdet's ``ConcatDataset`` plus ``get_cat_ids``, which the repeat-factor wrapper (``ClassBalancedDataset``)
+    needs to compute category frequencies over the merged real + synthetic set."""
+
+    def get_cat_ids(self, idx: int) -> list[int]:
+        dataset_idx, sample_idx = self._get_ori_dataset_idx(idx)
+        return self.datasets[dataset_idx].get_cat_ids(sample_idx)
+
+
+@DATA_SAMPLERS.register_module()
+class EpochAspectRatioBatchSampler(AspectRatioBatchSampler):
+    """mmdet's ``AspectRatioBatchSampler`` for epoch-wise loops (Lightning).
+
+    Lightning stops after ``len()`` batches without resuming the generator, which would leave the last batch in
+    the buckets for the next epoch (mmengine's loops never stop it): every pass starts with empty buckets. Lightning
+    calls ``set_epoch`` on a loader's batch sampler, which hands it to the shuffling sampler (seed + epoch)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        self._aspect_ratio_buckets = [[] for _ in range(2)]
+        yield from super().__iter__()

@@ -1,0 +1,162 @@
+"""The ``train`` and ``evaluate`` stages: MMDetection Mask R-CNN under one Lightning Trainer, LVIS metrics.
+
+Config read (besides ``cfg.dataset``, passed to ``mfexp.data.prepare_dataset``):
+``cfg.detector.{name, base, overrides, pretrained, max_iters, batch_size, eval_batch_size, num_workers,
+checkpoint_every, synthetic_repeat, vis_images, vis_score_thr}``, ``cfg.trainer.*`` (Lightning Trainer arguments),
+``cfg.seed``, ``cfg.evaluate.checkpoint`` (optional: evaluate this checkpoint instead of the run's last.ckpt).
+
+Files: ``train/config.py`` (resolved MMDetection config), ``train/checkpoints/last.ckpt`` (every
+``checkpoint_every`` steps and at the end; a re-run resumes from it), ``evaluate/predictions.json`` (LVIS results),
+``evaluate/predictions.jpg`` (overlays), ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from mfexp.compat import patch_all
+from mfexp.detection.datasets import check_same_categories, class_names, read_lvis_json
+from mfexp.detection.metrics import lvis_metrics, novel_category_ids
+from mfexp.detection.mmdet_config import detector_config
+from mfexp.detection.module import AtomicCheckpointIO, DetectorModule, load_weights
+from mfexp.detection.visualize import prediction_overlays
+from mfexp.logging import lightning_logger, log_to_wandb
+from mfexp.lvis_io import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+HEADLINE = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")
+
+
+def dataset_files(cfg) -> dict:
+    """``train_json, train_images, val_json, val_images`` of the configured dataset."""
+    from mfexp.data import prepare_dataset
+
+    return prepare_dataset(cfg.dataset)
+
+
+def synthetic_files(run_dir: Path) -> dict | None:
+    """The generate stage's output, if any: ``dict(json=..., images=...)``."""
+    ann = Path(run_dir) / "synthetic" / "annotations.json"
+    return dict(json=str(ann), images=str(ann.parent / "images")) if ann.is_file() else None
+
+
+def make_trainer(cfg, run_dir: Path, log_dir: Path | None = None, **kwargs) -> pl.Trainer:
+    """A Lightning Trainer from ``cfg.trainer`` (accelerator, devices, precision ...) plus stage arguments; logs go
+    to the run's wandb logger (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``. Samplers are mmengine's
+    (seeded, sharded by rank), so Lightning must not replace them."""
+    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    args.setdefault("enable_model_summary", False)
+    loggers = [CSVLogger(log_dir, name="", version="")] if log_dir else []
+    wandb_logger = lightning_logger(cfg, Path(run_dir))
+    loggers += [wandb_logger] if wandb_logger else []
+    return pl.Trainer(**args, logger=loggers or False, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
+                      **kwargs)
+
+
+def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: int = 1,
+                   init_weights: bool = True) -> tuple[DetectorModule, dict]:
+    """Validate the data files and build the LightningModule; returns ``(module, info)`` with the parsed files."""
+    patch_all()
+    real = read_lvis_json(files["train_json"], "train annotations")
+    val = read_lvis_json(files["val_json"], "val annotations")
+    if {c["id"] for c in val["categories"]} != {c["id"] for c in real["categories"]}:
+        raise ValueError(f"val annotations {files['val_json']} and train annotations {files['train_json']} "
+                         "have different category lists")
+    syn = None
+    if synthetic:
+        syn = read_lvis_json(synthetic["json"], "synthetic annotations")
+        check_same_categories(real, syn, synthetic["json"])
+    classes = class_names(real)
+    mm_cfg = detector_config(cfg.detector, files, classes, synthetic if syn else None, world_size)
+    meta = dict(detector=cfg.detector.name, category_ids=sorted(c["id"] for c in real["categories"]))
+    module = DetectorModule(mm_cfg, meta, seed=int(cfg.seed), init_weights=init_weights)
+    return module, dict(train=real, val=val, synthetic=syn)
+
+
+def train(cfg, run_dir) -> dict:
+    """Train the detector on the real train set (+ ``run_dir/synthetic`` if present); resumes from last.ckpt."""
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "train" / "checkpoints"
+    det = cfg.detector
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    files = dataset_files(cfg)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=int(det.checkpoint_every), save_last=True,
+                                 save_top_k=0)
+    trainer = make_trainer(cfg, run_dir, run_dir / "train", max_steps=int(det.max_iters), callbacks=[checkpoint],
+                           default_root_dir=str(run_dir / "train"), num_sanity_val_steps=0)
+    module, info = build_detector(cfg, files, synthetic_files(run_dir), trainer.world_size)
+    if trainer.is_global_zero:
+        (run_dir / "train").mkdir(parents=True, exist_ok=True)
+        module.mm_cfg.dump(str(run_dir / "train" / "config.py"))
+    last = ckpt_dir / "last.ckpt"
+    start = time.time()
+    trainer.fit(module, ckpt_path=_resumable(last, module), weights_only=True)
+    trainer.save_checkpoint(str(last), weights_only=False)  # the final state, whatever checkpoint_every is
+    n_syn = len(info["synthetic"]["images"]) if info["synthetic"] else 0
+    return dict(checkpoint=str(last), steps=int(trainer.global_step), seconds=round(time.time() - start, 1),
+                train_images=len(info["train"]["images"]), synthetic_images=n_syn)
+
+
+def _resumable(last: Path, module: DetectorModule) -> str | None:
+    """``last`` if it holds a run of the same MMDetection config, else None (a stale one is left to be overwritten
+    by the first checkpoint of the new run; nothing is renamed, so every DDP rank decides alike)."""
+    if not last.is_file():
+        return None
+    if torch.load(last, map_location="cpu", weights_only=True).get("mmdet_config") == module.mm_cfg.pretty_text:
+        return str(last)
+    log.warning("%s was trained with another detector config: training from scratch", last)
+    return None
+
+
+def _gather(objs: list) -> list:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        parts = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, objs)
+        return [o for p in parts for o in p]
+    return objs
+
+
+def evaluate(cfg, run_dir) -> dict:
+    """Predict on the val set with the run's last.ckpt (or ``evaluate.checkpoint``), write LVIS metrics."""
+    run_dir = Path(run_dir)
+    out_dir = run_dir / "evaluate"
+    det = cfg.detector
+    ckpt = OmegaConf.select(cfg, "evaluate.checkpoint", default=None) or run_dir / "train" / "checkpoints" / "last.ckpt"
+    if not Path(ckpt).is_file():
+        raise FileNotFoundError(f"no checkpoint to evaluate at {ckpt} (run the train stage, or set "
+                                "evaluate.checkpoint=PATH)")
+    files = dataset_files(cfg)
+    trainer = make_trainer(cfg, run_dir, default_root_dir=str(out_dir))
+    module, info = build_detector(cfg, files, None, trainer.world_size, init_weights=False)
+    load_weights(module, str(ckpt))
+    start = time.time()
+    per_image = _gather([r for batch in trainer.predict(module) for r in batch])
+    predictions = list({r["image_id"]: r["dets"] for r in per_image}.values())  # sampler padding repeats images
+    predictions = [d for dets in predictions for d in dets]
+    seconds = round(time.time() - start, 1)
+    metrics_path = run_dir / "metrics.json"
+    if trainer.is_global_zero:
+        novel = novel_category_ids(info["train"], info["val"])
+        metrics = lvis_metrics(files["val_json"], predictions, novel)
+        metrics = {k: metrics[k] for k in HEADLINE} | {k: v for k, v in metrics.items() if k not in HEADLINE}
+        metrics.update(num_val_images=len(info["val"]["images"]), num_predictions=len(predictions),
+                       num_novel_categories=len(novel), predict_seconds=seconds, checkpoint=str(ckpt),
+                       detector=det.name)
+        atomic_write_json(out_dir / "predictions.json", predictions)
+        overlays = prediction_overlays(predictions, info["val"], files["val_images"], str(out_dir / "predictions.jpg"),
+                                       num_images=int(det.get("vis_images", 8)),
+                                       score_thr=float(det.get("vis_score_thr", 0.3)))
+        atomic_write_bytes(metrics_path, json.dumps(metrics, indent=2).encode())
+        log_to_wandb(cfg, run_dir, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                     {"eval/predictions": overlays})
+    trainer.strategy.barrier()
+    with open(metrics_path) as f:
+        return json.load(f)
