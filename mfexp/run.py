@@ -98,8 +98,9 @@ def summary(results: dict, run_dir: Path) -> str:
     if metrics_file.exists():
         metrics = json.loads(metrics_file.read_text())
         keys = [k for k in ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP") if k in metrics]
+        lines.append("mask/box AP in %, LVIS val:")
         lines.append("  ".join(f"{k:>8}" for k in keys))
-        lines.append("  ".join(f"{metrics[k]:8.2f}" if isinstance(metrics[k], (int, float)) else f"{metrics[k]!s:>8}"
+        lines.append("  ".join(f"{100 * metrics[k]:8.2f}" if isinstance(metrics[k], (int, float)) else f"{metrics[k]!s:>8}"
                                for k in keys))
     gen = results.get("generate")
     if gen:
