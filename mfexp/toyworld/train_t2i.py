@@ -55,6 +55,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 5e-4
     warmup: int = 200
+    lr_decay_steps: int = 0  # cosine decay to 0.1 x lr over the last N steps (0 = constant after warmup)
     bank_size: int = 12000  # pre-rendered + pre-encoded single-object samples (stage 2 data)
     caption_dropout: float = 0.1
     def_prob: float = 0.5  # share of (non-dropped) captions with ", {def}"
@@ -171,8 +172,15 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _lr_lambda(warmup: int):
-    return lambda s: min(1.0, (s + 1) / max(1, warmup))
+def _lr_lambda(warmup: int, steps: int, decay: int):
+    def f(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / max(1, warmup)
+        if decay > 0 and s >= steps - decay:
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - (steps - decay)) / decay)))
+        return 1.0
+
+    return f
 
 
 class _Log:
@@ -286,7 +294,7 @@ def train(cfg: TrainConfig) -> Path:
     te.to(dev).train()
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps, cfg.lr_decay_steps))
     ema = [p.detach().clone() for p in params]
     start = state["step"]
     if start > 0:
