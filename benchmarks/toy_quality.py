@@ -25,7 +25,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mfexp.toyworld.world import build_categories, render_single_object_image, segment_saturated  # noqa: E402
+from mfexp.toyworld.world import (build_categories, classify_colour, classify_shape,  # noqa: E402
+                                  render_single_object_image, segment_saturated, split_name)
 
 CROP = 32
 
@@ -127,16 +128,21 @@ def main():
 
     # (a) fidelity on generated single objects (N = 1), one per category and more while --mosaics allows
     singles, sec1 = run_mosaics(pipe, cats, 1, max(args.mosaics, len(cats)), steps, args.seed)
-    correct, crops = 0, []
+    correct, crops, colour_ok, shape_ok = 0, [], 0, 0
     for res in singles:
         ref = segment_saturated(res.image)
         if ref.sum() >= 4:
             crops.append((crop_object(res.image, ref), cats.index(res.plan.categories[0])))
+            colour, shape = split_name(res.plan.categories[0]["name"])
+            colour_ok += classify_colour(res.image, ref) == colour    # the reference annotator, per attribute
+            shape_ok += classify_shape(ref)[0] == shape
     with torch.no_grad():
         if crops:
             pred = net(to_tensor([c for c, _ in crops])).argmax(1).numpy()
             correct = int(sum(int(p_) == k for p_, (_, k) in zip(pred, crops)))
     report["class_fidelity"] = round(correct / len(singles), 4)
+    report["colour_correct"] = round(colour_ok / len(singles), 4)
+    report["shape_correct"] = round(shape_ok / len(singles), 4)
 
     # (b) mask IoU vs the reference annotator, (c) seconds per mosaic, for N = 1, 2, 4
     for n in (1, 2, 4):
