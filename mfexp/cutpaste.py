@@ -26,6 +26,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from mfexp.data import prepare_dataset
+from mfexp.mosaicfusion.prompts import select_categories
 from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
                            image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
 
@@ -263,13 +264,6 @@ class SourceData:
         return annotation_mask(ann["segmentation"], img["height"], img["width"])
 
 
-def select(categories: list[dict], groups, what: str) -> list[dict]:
-    chosen = sorted((c for c in categories if c.get("frequency") in groups), key=lambda c: c["id"])
-    if not chosen:
-        raise ValueError(f"augmenter.{what}={list(groups)} selects no category of the train set")
-    return chosen
-
-
 @dataclass
 class Plan:
     index: int
@@ -336,12 +330,12 @@ def generate_cut_paste(cfg, run_dir) -> dict:
     opts = CutPasteOptions.from_config(cfg.augmenter)
     files = prepare_dataset(cfg.dataset)
     data = SourceData(files["train_json"], files["train_images"], opts.min_source_area)
-    main = select(data.categories, opts.main_frequency, "main_frequency")
+    main = select_categories(data.categories, opts.main_frequency, "augmenter.main_frequency")
     if not any(data.by_category.get(c["id"]) for c in main):
         raise ValueError(f"augmenter.main_frequency={list(opts.main_frequency)}: no instance (area >= "
                          f"{opts.min_source_area} px) of the {len(main)} selected categories in the train set")
-    mixed_ids = [c["id"] for c in select(data.categories, opts.mixed_frequency, "mixed_frequency")
-                 if data.by_category.get(c["id"])]
+    mixed = select_categories(data.categories, opts.mixed_frequency, "augmenter.mixed_frequency")
+    mixed_ids = [c["id"] for c in mixed if data.by_category.get(c["id"])]
     if opts.objects_per_image > 1 and not mixed_ids:
         raise ValueError(f"augmenter.mixed_frequency={list(opts.mixed_frequency)}: no instance (area >= "
                          f"{opts.min_source_area} px) of the selected categories in the train set")

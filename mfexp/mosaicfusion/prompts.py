@@ -34,13 +34,14 @@ def load_categories(path: str | Path) -> list[dict]:
 
 
 def select_categories(categories: list[dict], groups, what: str) -> list[dict]:
+    """Categories of the given LVIS frequency groups, by id; `what` names the config key in errors."""
     groups = list(groups)
     bad = [g for g in groups if g not in FREQUENCIES]
     if bad:
-        raise ValueError(f"generator.{what}: unknown frequency group(s) {bad}; choose from r, c, f")
-    chosen = [c for c in categories if c["frequency"] in groups]
+        raise ValueError(f"{what}: unknown frequency group(s) {bad}; choose from r, c, f")
+    chosen = [c for c in categories if c.get("frequency") in groups]
     if not chosen:
-        raise ValueError(f"generator.{what}={groups} selects no category")
+        raise ValueError(f"{what}={groups} selects no category")
     return sorted(chosen, key=lambda c: c["id"])
 
 

@@ -104,8 +104,8 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
     out = Path(run_dir) / "synthetic"
     cats_file = gcfg.categories or prepare_dataset(cfg.dataset)["train_json"]
     categories = load_categories(cats_file)
-    main = select_categories(categories, gcfg.main_frequency, "main_frequency")
-    mixed = select_categories(categories, gcfg.mixed_frequency, "mixed_frequency")
+    main = select_categories(categories, gcfg.main_frequency, "generator.main_frequency")
+    mixed = select_categories(categories, gcfg.mixed_frequency, "generator.mixed_frequency")
     if int(gcfg.images_per_category) < 1:
         raise ValueError(f"generator.images_per_category must be >= 1, got {gcfg.images_per_category}")
     total = len(main) * int(gcfg.images_per_category)

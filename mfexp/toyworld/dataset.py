@@ -26,6 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mfexp.lvis_io import mask_annotation
 from mfexp.toyworld.world import build_categories, render_background, render_object, shape_mask, split_name
 
 DATASET_VERSION = 1  # bump when the generator's output changes for the same parameters
@@ -217,19 +218,6 @@ def _render_image(objs: list[_Obj], cats: list[dict], S: int, rng: np.random.Gen
     return img
 
 
-def _encode_rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
-
-
-def _bbox(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    x0, y0 = int(xs.min()), int(ys.min())
-    return [float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)]
-
-
 def _write_split(
     split: str,
     layouts: list[list[_Obj]],
@@ -273,17 +261,7 @@ def _write_split(
             }
         )
         for o in objs:
-            anns.append(
-                {
-                    "id": ann_offset + len(anns) + 1,
-                    "image_id": image_id,
-                    "category_id": int(cats[o.cat]["id"]),
-                    "segmentation": _encode_rle(o.visible),
-                    "bbox": _bbox(o.visible),
-                    "area": float(o.visible.sum()),
-                    "iscrowd": 0,
-                }
-            )
+            anns.append(mask_annotation(o.visible, ann_offset + len(anns) + 1, image_id, int(cats[o.cat]["id"])))
     return images, anns
 
 
