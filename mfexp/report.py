@@ -154,7 +154,7 @@ def summarise(runs: list[Run], keys: list[str], metrics: list[str]) -> list[dict
 
 
 def fmt(x: float) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def markdown(rows: list[dict], keys: list[str], metrics: list[str], runs: list[Run], folder: Path) -> str:
@@ -262,7 +262,8 @@ def report(folder: str | Path, out: str | Path | None = None, metrics=None) -> d
     write_csv(out / "summary.csv", rows, columns)
     per_run, run_columns = run_rows(runs, keys, all_metrics)
     write_csv(out / "runs.csv", per_run, run_columns)
-    text = markdown(rows, keys, all_metrics, runs, folder)
+    headline = [m for m in METRICS if m in all_metrics] or all_metrics   # the table; the CSVs keep every metric
+    text = markdown(rows, keys, headline, runs, folder)
     (out / "summary.md").write_text(text)
     plot_metrics = [m for m in (metrics or PLOT_METRICS) if m in all_metrics]
     figures = plot(rows, keys, plot_metrics, out) if keys else []

@@ -144,7 +144,7 @@ def test_report_groups_by_swept_keys_with_mean_std_over_seeds(tmp_path):
         table = {r["augmenter"]: r for r in csv.DictReader(f)}
     assert float(table["none"]["APr_mean"]) == pytest.approx(9.5) and table["cut_paste"]["incomplete"] == "1"
     md = (tmp_path / "out" / "summary.md").read_text()
-    assert "21.00 ± 1.41" in md and "Incomplete runs (1" in md and "b1" in md
+    assert "21.000 ± 1.414" in md and "Incomplete runs (1" in md and "b1" in md
     runs_csv = (tmp_path / "out" / "runs.csv").read_text()
     assert "incomplete" in runs_csv and runs_csv.count("\n") == 5
     assert (tmp_path / "out" / "APr_by_augmenter.png").stat().st_size > 1000   # categorical: grouped bars
