@@ -9,10 +9,15 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+def is_rank_zero() -> bool:
+    """True in the single process, or in the global rank-0 process of a DDP launch."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
+
+
 def wandb_run(cfg, run_dir):
     """The run folder's wandb run (resumed by a fixed id), or None when the logger is off or not rank 0."""
     lcfg = cfg.logger
-    if not lcfg.enabled or lcfg.mode == "disabled" or int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))):
+    if not lcfg.enabled or lcfg.mode == "disabled" or not is_rank_zero():
         return None
     import wandb
     from omegaconf import OmegaConf

@@ -4,11 +4,11 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
 from mfexp.data import config_hash
+from mfexp.logging import is_rank_zero
 from mfexp.lvis_io import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,6 @@ def check_stages(stages) -> list[str]:
     if bad or not stages:
         raise ValueError(f"stages={stages}: choose a list from {list(STAGE_ORDER)}")
     return sorted(stages, key=STAGE_ORDER.index)
-
-
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0))) == 0
 
 
 def run_experiment(cfg, run_dir: Path) -> dict:
