@@ -105,3 +105,13 @@ def test_corrupt_or_missing_weights_raise_clear_error(tmp_path):
         load_toy_pipeline(bad)
     with pytest.raises(ValueError, match="model_index.json"):
         load_toy_pipeline(tmp_path / "nowhere")
+
+
+def test_min_snr_weights():
+    from mfexp.toyworld.train_t2i import snr_weights
+
+    alpha_bar = torch.tensor([0.01, 0.5, 0.8, 0.95, 0.999])  # noisy ... clean; SNR 0.0101, 1, 4, 19, 999
+    assert torch.equal(snr_weights(alpha_bar, 0.0), torch.ones(5))
+    w = snr_weights(alpha_bar, 5.0)
+    assert torch.allclose(w[:3], torch.ones(3))  # SNR <= gamma: plain MSE
+    assert torch.allclose(w[3:], torch.tensor([5 / 19, 5 / 999]), rtol=1e-3)  # low noise: gamma / SNR

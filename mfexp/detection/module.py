@@ -3,7 +3,6 @@ come from the MMDetection config; Lightning supplies the loop, devices (DDP), pr
 from __future__ import annotations
 
 import logging
-import os
 
 import pytorch_lightning as pl
 import torch
@@ -18,6 +17,7 @@ from mmdet.structures.mask import encode_mask_results
 from mmdet.utils import register_all_modules
 
 register_all_modules()
+from mfexp.lvis_io import atomic_path  # noqa: E402
 from mfexp.detection import datasets as _datasets  # noqa: E402,F401  (registers our dataset pieces)
 
 
@@ -116,9 +116,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints are written to a temporary file, then renamed: a job killed mid-write keeps its last.ckpt."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        tmp = f"{path}.tmp"
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
 
 
 def load_weights(module: DetectorModule, path: str) -> dict:

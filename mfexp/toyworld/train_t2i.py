@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mfexp.lvis_io import atomic_path
 from mfexp.toyworld.t2i import ToyT2IConfig, assemble_pipeline, build_components, save_toy_pipeline
 from mfexp.toyworld.world import SHAPE_DEFS, build_categories, caption, render_single_object_image, split_name
 
@@ -60,6 +60,7 @@ class TrainConfig:
     caption_dropout: float = 0.1
     def_prob: float = 0.5  # share of (non-dropped) captions with ", {def}"
     attn_loss_weight: float = 0.1
+    snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); 0 = plain MSE
     ema_decay: float = 0.999
     # bookkeeping
     ckpt_every: int = 500
@@ -172,6 +173,18 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def snr_weights(alpha_bar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights for epsilon prediction, min(SNR, gamma) / SNR; all ones when ``gamma`` <= 0.
+
+    Down-weights the low-noise timesteps (fine texture), so the small model spends its capacity on the high-noise
+    steps that decide an object's shape.
+    """
+    if gamma <= 0:
+        return torch.ones_like(alpha_bar)
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(max=gamma) / snr
+
+
 def _lr_lambda(warmup: int, steps: int, decay: int):
     def f(s: int) -> float:
         if s < warmup:
@@ -220,9 +233,8 @@ def train(cfg: TrainConfig) -> Path:
     def save_ckpt(extra: dict) -> None:
         state.update(extra)
         state["vae"] = vae.state_dict()
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt_path)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(state, tmp)
 
     # ---------------- stage 1: VAE ----------------
     if state["stage"] == 1:
@@ -325,8 +337,9 @@ def train(cfg: TrainConfig) -> Path:
         store.clear()
         hidden = te(ids.to(dev))[0]
         pred = unet(zt, t, hidden).sample
-        eps_loss = F.mse_loss(pred, noise)
-        loss = eps_loss
+        per_sample = (pred - noise).pow(2).mean((1, 2, 3))
+        eps_loss = per_sample.mean()  # logged unweighted, comparable across --snr-gamma
+        loss = (per_sample * snr_weights(a.flatten(), cfg.snr_gamma)).mean()
         if use_attn:
             attn_loss = grounding_loss(store, shape_pos.to(dev), colour_pos.to(dev), masks, valid.to(dev))
             loss = loss + cfg.attn_loss_weight * attn_loss
