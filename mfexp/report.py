@@ -1,7 +1,10 @@
-"""`python -m mfexp.report <multirun folder> [--out DIR]`: a sweep's run folders -> one table and plots.
+"""`python -m mfexp.report <multirun folder>... [--out DIR]`: a sweep's run folders -> one table and plots.
 
-Every folder below the given one that holds `.hydra/overrides.yaml` is a run. The *swept keys* are the override keys
-whose values differ between runs (or that some runs lack), `seed` excluded; runs are grouped by their values of the
+Every folder below the given ones (symbolic links followed) that holds `.hydra/overrides.yaml` is a run. A key that
+some runs override and others do not takes, in those others, the value the run actually used (from its
+`.hydra/config.yaml`, or its config-group choice in `.hydra/hydra.yaml`), so runs of different sweeps compare: e.g. the
+`augmenter=mosaicfusion` runs (default N=4) join a `generator.num_objects=1,2` sweep. The *swept keys* are then the
+keys whose values differ between runs, `seed` excluded; runs are grouped by their values of the
 swept keys and each metric of `metrics.json` is summarised over the group (over seeds) as mean, sample standard
 deviation (ddof=1; 0 for a single run) and n. Runs without `metrics.json` are listed as incomplete (and counted per
 group), never dropped silently. Written to DIR (default: the folder itself, `report/`):
@@ -20,6 +23,8 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import os
 
 import yaml
 
@@ -75,16 +80,61 @@ def load_run(path: Path) -> Run:
     return Run(path, overrides, metrics, times, str(wandb_runs[-1]) if wandb_runs else None)
 
 
-def find_runs(folder: str | Path) -> list[Run]:
-    """Every run folder (one with `.hydra/overrides.yaml`) below `folder`, sorted by path."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ReportError(f"not a folder: {folder}")
-    paths = sorted(p.parent.parent for p in folder.rglob(".hydra/overrides.yaml"))
-    runs = [load_run(p) for p in paths]
+def find_runs(*folders: str | Path) -> list[Run]:
+    """Every run folder (one with `.hydra/overrides.yaml`) below the folders, links followed, once each, by path."""
+    paths: dict[Path, Path] = {}
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            raise ReportError(f"not a folder: {folder}")
+        for root, _, files in os.walk(folder, followlinks=True):
+            if Path(root).name == ".hydra" and "overrides.yaml" in files:
+                paths.setdefault(Path(root).parent.resolve(), Path(root).parent)
+    runs = [load_run(p) for p in sorted(paths.values())]
     if not runs:
-        raise ReportError(f"no run folders below {folder} (a run folder holds .hydra/overrides.yaml)")
+        raise ReportError(f"no run folders below {', '.join(map(str, folders))} "
+                          "(a run folder holds .hydra/overrides.yaml)")
+    fill_missing_keys(runs)
     return runs
+
+
+def override_string(value) -> str:
+    """A config value written the way it is given on the command line (4, 0.5, true, null, [8,4], mosaicfusion)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(override_string(v) for v in value) + "]"
+    if isinstance(value, bool) or value is None:
+        return yaml.safe_dump(value).splitlines()[0]
+    return str(value)
+
+
+def resolved_value(path: Path, key: str) -> str | None:
+    """The value a run used for an override key it did not give: its config-group choice or its config value."""
+    from omegaconf import OmegaConf
+
+    hydra_file, config_file = path / ".hydra" / "hydra.yaml", path / ".hydra" / "config.yaml"
+    if hydra_file.is_file():
+        choices = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
+        if key in choices:
+            return override_string(choices[key])
+    if config_file.is_file():
+        try:
+            found = OmegaConf.select(OmegaConf.load(config_file), key, default=None, throw_on_missing=False)
+            if OmegaConf.is_config(found):
+                found = OmegaConf.to_container(found, resolve=True)
+        except Exception:  # an interpolation that needs the app's resolvers: leave the value unknown
+            return None
+        if found is not None:
+            return override_string(found)
+    return None
+
+
+def fill_missing_keys(runs: list[Run]) -> None:
+    """Give every run a value for every key some run overrides (see the module docstring); None if unknowable."""
+    keys = {k for r in runs for k in r.overrides}
+    for run in runs:
+        for key in sorted(keys - set(run.overrides)):
+            value = resolved_value(run.path, key)
+            if value is not None:
+                run.overrides[key] = value
 
 
 def swept_keys(runs: list[Run], ignore=IGNORED_KEYS) -> list[str]:
@@ -157,7 +207,7 @@ def fmt(x: float) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-def markdown(rows: list[dict], keys: list[str], metrics: list[str], runs: list[Run], folder: Path) -> str:
+def markdown(rows: list[dict], keys: list[str], metrics: list[str], runs: list[Run], folder: str) -> str:
     head = keys + ["n"] + metrics + ["incomplete"]
     lines = [f"# Sweep report: {folder}", "",
              f"{sum(r.complete for r in runs)} complete of {len(runs)} runs; swept: {', '.join(keys) or '(nothing)'}; "
@@ -249,11 +299,14 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], out: Path) -> li
     return written
 
 
-def report(folder: str | Path, out: str | Path | None = None, metrics=None) -> dict:
-    """Read a sweep's run folders and write the table (CSV + Markdown) and plots; returns what it wrote."""
-    folder = Path(folder)
-    runs = find_runs(folder)
-    out = Path(out) if out else folder / "report"
+def report(folder: str | Path | list, out: str | Path | None = None, metrics=None) -> dict:
+    """Read the run folders below one or more folders and write the table (CSV + Markdown) and plots."""
+    folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
+    runs = find_runs(*folders)
+    if out is None and len(folders) > 1:
+        raise ReportError("several folders: say where the report goes with --out")
+    out = Path(out) if out else folders[0] / "report"
+    folder = ", ".join(map(str, folders))
     out.mkdir(parents=True, exist_ok=True)
     keys = swept_keys(runs)
     all_metrics = metric_keys(runs) or list(METRICS)
@@ -274,7 +327,7 @@ def report(folder: str | Path, out: str | Path | None = None, metrics=None) -> d
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mfexp.report", description=__doc__.splitlines()[0])
-    parser.add_argument("folder", help="a multirun/sweep folder (its run folders hold .hydra/ and metrics.json)")
+    parser.add_argument("folder", nargs="+", help="multirun/sweep folders (run folders hold .hydra/ and metrics.json)")
     parser.add_argument("--out", default=None, help="where to write the table and plots (default: FOLDER/report)")
     parser.add_argument("--metrics", default=",".join(PLOT_METRICS), help="metrics to plot, comma-separated")
     args = parser.parse_args(argv)

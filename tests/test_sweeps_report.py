@@ -164,6 +164,42 @@ def test_report_numeric_key_plots_metric_vs_key(tmp_path):
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "4"]          # numeric order
 
 
+def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, capsys):
+    from mfexp.report import main, report, resolved_value
+
+    def choices(run, augmenter):
+        hydra_yaml = {"hydra": {"runtime": {"choices": {"augmenter": augmenter, "generator": "mosaicfusion"}}}}
+        (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
+
+    n_sweep, augmenters = tmp_path / "num_objects", tmp_path / "augmenters"
+    for n in (1, 2):
+        choices(fake_run(n_sweep, f"n{n}", [f"generator.num_objects={n}", "seed=0"], metrics(20.0 + n, 10.0)),
+                "mosaicfusion")
+    for aug, ap in (("mosaicfusion", 30.0), ("none", 10.0)):
+        run = fake_run(augmenters, aug, [f"augmenter={aug}", "seed=0"], metrics(ap, 12.0))
+        config = {"seed": 0, "generator": {"num_objects": 4, "attention": {"resolutions": [8, 4]}}}
+        (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+        choices(run, aug)
+    assert resolved_value(augmenters / "none", "generator.attention.resolutions") == "[8,4]"
+    assert resolved_value(augmenters / "none", "augmenter") == "none"
+    assert resolved_value(augmenters / "none", "no.such.key") is None
+
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "mf").symlink_to(augmenters / "mosaicfusion")
+    # links are followed, a run reached twice counts once, and the N=4 run (no override) joins the N sweep
+    out = report([n_sweep, linked, augmenters / "mosaicfusion"], tmp_path / "out")
+    assert out["runs"] == 3
+    assert out["swept"] == ["generator.num_objects"]       # augmenter: mosaicfusion in every run once filled in
+    rows = {r["generator.num_objects"]: r for r in out["rows"]}
+    assert list(rows) == ["1", "2", "4"] and rows["4"]["AP_mean"] == 30.0 and rows["1"]["AP_mean"] == 21.0
+    assert (tmp_path / "out" / "APr_vs_generator.num_objects.png").is_file()
+    out = report([n_sweep, augmenters], tmp_path / "out2")
+    assert sorted(out["swept"]) == ["augmenter", "generator.num_objects"] and len(out["rows"]) == 4
+    assert main([str(n_sweep), str(augmenters)]) == 2       # several folders: --out is required
+    assert "--out" in capsys.readouterr().err
+
+
 def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
     from mfexp.report import ReportError, main, report
 
