@@ -1,7 +1,10 @@
 """LVIS-format files: RLE masks, annotation records, atomic writes, mask galleries."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -37,6 +40,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+
+
+def csv_bytes(rows: list[dict], columns: list[str]) -> bytes:
+    """CSV text of dict rows (missing keys, None and NaN as empty cells; keys outside ``columns`` ignored)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in row.items()})
+    return out.getvalue().encode()
 
 
 def atomic_write_json(path: str | Path, obj) -> None:

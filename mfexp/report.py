@@ -17,7 +17,6 @@ group), never dropped silently. Written to DIR (default: the folder itself, `rep
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -228,11 +227,9 @@ def markdown(rows: list[dict], keys: list[str], metrics: list[str], runs: list[R
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for row in rows:
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    from mfexp.lvis_io import atomic_write_bytes, csv_bytes
+
+    atomic_write_bytes(path, csv_bytes(rows, columns))
 
 
 def run_rows(runs: list[Run], keys: list[str], metrics: list[str]) -> tuple[list[dict], list[str]]:

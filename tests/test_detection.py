@@ -13,7 +13,7 @@ from fixtures_detection import make_lvis_fixture
 from mfexp.compat import patch_lvis
 from mfexp.detection import stages
 from mfexp.detection.datasets import read_lvis_json
-from mfexp.detection.metrics import lvis_metrics, novel_category_ids
+from mfexp.detection.metrics import lvis_evaluate, lvis_metrics, novel_category_ids
 
 TINY = ["logger=none", "trainer.enable_progress_bar=false", "detector.max_iters=2",
         "detector.batch_size=2", "detector.eval_batch_size=2", "detector.checkpoint_every=1", "detector.vis_images=2"]
@@ -73,7 +73,10 @@ def test_lvis_metrics_equal_lvis_api(fixture_files):
     gt = json.loads(Path(gt_path).read_text())
     preds = crafted_predictions(gt)
     novel = fixture_files["novel_ids"]
-    ours = lvis_metrics(gt_path, preds, novel)
+    ours, per_category = lvis_evaluate(gt_path, preds, novel)
+    assert ours == lvis_metrics(gt_path, preds, novel)
+    assert [r["category_id"] for r in per_category] == sorted(c["id"] for c in gt["categories"])
+    present = {a["category_id"] for a in gt["annotations"]}
 
     lvis_gt = LVIS(gt_path)
     for iou_type, prefix in (("segm", ""), ("bbox", "bbox_")):
@@ -89,6 +92,14 @@ def test_lvis_metrics_equal_lvis_api(fixture_files):
         ev_novel.params.cat_ids = novel
         ev_novel.run()
         assert ours[prefix + "AP_novel"] == pytest.approx(ev_novel.get_results()["AP"], abs=1e-12)
+        for row in per_category:                     # per-category AP = lvis-api restricted to that category
+            if row["category_id"] in present:
+                ev_one = LVISEval(lvis_gt, LVISResults(lvis_gt, copy.deepcopy(dets)), iou_type)
+                ev_one.params.cat_ids = [row["category_id"]]
+                ev_one.run()
+                assert row[prefix + "AP"] == pytest.approx(ev_one.get_results()["AP"], abs=1e-12)
+            else:
+                assert row[prefix + "AP"] is None    # no ground truth in val
     assert 0 < ours["AP"] < 1 and 0 < ours["bbox_AP"] < 1
 
 
@@ -122,6 +133,14 @@ def test_train_then_evaluate_toy_detector(tmp_path, fixture_files, use_files):
     assert p["image_id"] in val_ids and p["category_id"] in range(1, 5) and len(p["bbox"]) == 4
     assert set(p["segmentation"]) == {"size", "counts"} and 0 <= p["score"] <= 1
     assert (run_dir / "evaluate" / "predictions.jpg").stat().st_size > 0
+    import csv
+    with open(run_dir / "evaluate" / "per_category.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["category_id"]) for r in rows] == [1, 2, 3, 4]
+    scored = [float(r["AP"]) for r in rows if r["AP"] != ""]       # categories with val ground truth
+    assert scored and sum(scored) / len(scored) == pytest.approx(metrics["AP"] or 0.0, abs=1e-9)
+    assert [r["novel"] for r in rows].count("True") == 1
+    assert (run_dir / "evaluate" / "per_category_ap.png").stat().st_size > 1000
 
     # a checkpoint of another detector: one clear error
     ckpt = run_dir / "train" / "checkpoints" / "last.ckpt"

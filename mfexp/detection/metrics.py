@@ -29,6 +29,11 @@ def _group_ap(lvis_eval, cat_ids) -> float:
 
 
 def lvis_metrics(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: int = MAX_DETS) -> dict:
+    """The metrics of :func:`lvis_evaluate` without the per-category table."""
+    return lvis_evaluate(gt_json, predictions, novel_ids, max_dets)[0]
+
+
+def lvis_evaluate(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: int = MAX_DETS) -> tuple[dict, list]:
     """LVIS mask metrics (``AP, AP50, AP75, APs, APm, APl, APr, APc, APf, AR@300 ...``, ``AP_novel``) and the same
     for boxes prefixed ``bbox_``. Values are lvis-api's fractions in [0, 1]; ``None`` where lvis-api says -1 (no
     ground truth in that group).
@@ -37,6 +42,10 @@ def lvis_metrics(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: 
         gt_json: path of the LVIS-format ground truth.
         predictions: LVIS results (``image_id, category_id, bbox`` (xywh), ``score``, ``segmentation`` (RLE)).
         novel_ids: category ids for ``AP_novel``.
+
+    Returns:
+        ``(metrics, per_category)``: ``per_category`` has one row per ground-truth category,
+        ``{"category_id", "AP", "bbox_AP"}`` (``None`` where the category has no ground truth in the val set).
     """
     patch_lvis()
     from lvis import LVIS, LVISEval, LVISResults
@@ -44,6 +53,7 @@ def lvis_metrics(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: 
     logging.getLogger("lvis").setLevel(logging.ERROR)  # lvis-api narrates every step (and warns on list input)
     gt = LVIS(gt_json)
     out: dict = {}
+    per_category = {c: {"category_id": c, "AP": None, "bbox_AP": None} for c in sorted(gt.cats)}
     for iou_type, prefix in (("segm", ""), ("bbox", "bbox_")):
         dets = [dict(p) for p in predictions if iou_type == "bbox" or "segmentation" in p]
         if iou_type == "segm":  # like mmdet: with a bbox present lvis-api takes the box area as the mask's area
@@ -51,14 +61,19 @@ def lvis_metrics(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: 
                 d.pop("bbox", None)
         if not dets:
             results, novel = {k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")}, 0.0
+            for c in {a["category_id"] for a in gt.anns.values()}:
+                per_category[c][prefix + "AP"] = 0.0
         else:
             lvis_eval = LVISEval(gt, LVISResults(gt, copy.deepcopy(dets), max_dets=max_dets), iou_type)
             lvis_eval.params.max_dets = max_dets
             lvis_eval.run()
             results = dict(lvis_eval.get_results())
             novel = _group_ap(lvis_eval, novel_ids) if len(novel_ids) else -1.0
+            for c in lvis_eval.params.cat_ids:
+                ap = _group_ap(lvis_eval, [c])
+                per_category[c][prefix + "AP"] = ap if ap >= 0 else None
         results["AP_novel"] = novel
         for k, v in results.items():
             v = float(v)
             out[prefix + k] = None if v < 0 or math.isnan(v) else v
-    return out
+    return out, list(per_category.values())

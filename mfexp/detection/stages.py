@@ -7,7 +7,9 @@ checkpoint_every, synthetic_repeat, vis_images, vis_score_thr}``, ``cfg.trainer.
 
 Files: ``train/config.py`` (resolved MMDetection config), ``train/checkpoints/last.ckpt`` (every
 ``checkpoint_every`` steps and at the end; a re-run resumes from it), ``evaluate/predictions.json`` (LVIS results),
-``evaluate/predictions.jpg`` (overlays), ``metrics.json``.
+``evaluate/predictions.jpg`` (overlays), ``evaluate/per_category.csv`` (mask and box AP per category with its
+frequency group, novelty and real train images) and ``evaluate/per_category_ap.png`` (AP along the long tail),
+``metrics.json``.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ from pytorch_lightning.loggers import CSVLogger
 
 from mfexp.compat import patch_all
 from mfexp.detection.datasets import check_same_categories, class_names, read_lvis_json
-from mfexp.detection.metrics import lvis_metrics, novel_category_ids
+from mfexp.detection.metrics import lvis_evaluate, novel_category_ids
 from mfexp.detection.mmdet_config import detector_config
 from mfexp.detection.module import AtomicCheckpointIO, DetectorModule, load_weights
-from mfexp.detection.visualize import prediction_overlays
+from mfexp.detection.visualize import per_category_rows, plot_per_category, prediction_overlays
 from mfexp.logging import lightning_logger, log_to_wandb
-from mfexp.lvis_io import atomic_write_bytes, atomic_write_json
+from mfexp.lvis_io import atomic_write_bytes, atomic_write_json, csv_bytes
 
 log = logging.getLogger(__name__)
 HEADLINE = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")
@@ -145,12 +147,15 @@ def evaluate(cfg, run_dir) -> dict:
     metrics_path = run_dir / "metrics.json"
     if trainer.is_global_zero:
         novel = novel_category_ids(info["train"], info["val"])
-        metrics = lvis_metrics(files["val_json"], predictions, novel)
+        metrics, per_category = lvis_evaluate(files["val_json"], predictions, novel)
         metrics = {k: metrics[k] for k in HEADLINE} | {k: v for k, v in metrics.items() if k not in HEADLINE}
         metrics.update(num_val_images=len(info["val"]["images"]), num_predictions=len(predictions),
                        num_novel_categories=len(novel), predict_seconds=seconds, checkpoint=str(ckpt),
                        detector=det.name)
         atomic_write_json(out_dir / "predictions.json", predictions)
+        rows = per_category_rows(per_category, info["train"], novel)
+        atomic_write_bytes(out_dir / "per_category.csv", csv_bytes(rows, list(rows[0]) if rows else []))
+        plot_per_category(rows, str(out_dir / "per_category_ap.png"))
         overlays = prediction_overlays(predictions, info["val"], files["val_images"], str(out_dir / "predictions.jpg"),
                                        num_images=int(det.get("vis_images", 8)),
                                        score_thr=float(det.get("vis_score_thr", 0.3)))

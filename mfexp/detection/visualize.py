@@ -31,3 +31,42 @@ def prediction_overlays(predictions: list[dict], gt: dict, images_dir: str, out_
         tiles.append(overlay(cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR), masks, labels))
     atomic_write_bytes(out_path, encode_jpeg(montage(tiles, tile_height=tile)))
     return out_path
+
+
+def per_category_rows(per_category: list[dict], train: dict, novel_ids) -> list[dict]:
+    """Per-category AP joined with what the detector saw: name, LVIS frequency group, novel, real train images."""
+    images: dict[int, set] = defaultdict(set)
+    for a in train["annotations"]:
+        images[a["category_id"]].add(a["image_id"])
+    cats = {c["id"]: c for c in train["categories"]}
+    novel = set(novel_ids)
+    return [{"category_id": r["category_id"], "name": cats.get(r["category_id"], {}).get("name", ""),
+             "frequency": cats.get(r["category_id"], {}).get("frequency", ""),
+             "novel": r["category_id"] in novel, "train_images": len(images[r["category_id"]]),
+             "AP": r["AP"], "bbox_AP": r["bbox_AP"]} for r in per_category]
+
+
+def plot_per_category(rows: list[dict], path: str) -> None:
+    """Mask AP of each category against its number of real training images (log x), by frequency group."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    groups = (("novel", "novel (0 train images)", "tab:purple"), ("r", "rare", "tab:red"),
+              ("c", "common", "tab:orange"), ("f", "frequent", "tab:blue"))
+    for key, label, colour in groups:
+        pts = [r for r in rows if r["AP"] is not None and (r["novel"] if key == "novel"
+                                                            else r["frequency"] == key and not r["novel"])]
+        if pts:
+            ax.scatter([max(r["train_images"], 0.5) for r in pts], [100 * r["AP"] for r in pts], s=18,
+                       color=colour, label=f"{label} ({len(pts)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("real training images of the category (novel plotted at 0.5)")
+    ax.set_ylabel("mask AP (%)")
+    ax.set_title("Per-category mask AP along the long tail")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
