@@ -52,7 +52,8 @@ def test_shipped_model_draws_the_requested_colour(shipped):
     from mfexp.toyworld.world import classify_colour, segment_saturated
 
     for prompt, colour in [("a photo of a single red circle", "red"), ("a photo of a single blue square, a flat blue shape with four equal sides", "blue")]:
-        img = shipped(prompt, num_inference_steps=10, guidance_scale=4.0, height=64, width=64, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+        # the sampling settings of conf/generator/model/toy.yaml (25 PNDM steps, guidance 3.0)
+        img = shipped(prompt, num_inference_steps=25, guidance_scale=3.0, height=64, width=64, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
         rgb = (img * 255).round().astype(np.uint8)
         assert rgb.shape == (64, 64, 3)
         obj = segment_saturated(rgb)
