@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections import defaultdict
 
 import numpy as np
 
@@ -21,16 +22,16 @@ def novel_category_ids(train: dict, val: dict | None = None) -> list[int]:
     return sorted(c["id"] for c in train["categories"] if c["id"] not in seen)
 
 
-def _group_ap(lvis_eval, cat_ids) -> float:
-    """Mean precision over ``cat_ids`` (all IoUs, recalls, area 'all'), computed exactly as LVISEval computes APr."""
-    idx = [i for i, c in enumerate(lvis_eval.params.cat_ids) if c in set(cat_ids)]
-    s = lvis_eval.eval["precision"][:, :, idx, 0]
+def _mean_precision(s: np.ndarray) -> float:
+    """Mean of the valid (> -1) entries of a slice of LVISEval's precision array, as LVISEval averages AP; -1 if none."""
     return float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
 
 
-def lvis_metrics(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: int = MAX_DETS) -> dict:
-    """The metrics of :func:`lvis_evaluate` without the per-category table."""
-    return lvis_evaluate(gt_json, predictions, novel_ids, max_dets)[0]
+def _group_ap(lvis_eval, cat_ids) -> float:
+    """Mean precision over ``cat_ids`` (all IoUs, recalls, area 'all'), computed exactly as LVISEval computes APr."""
+    wanted = set(cat_ids)
+    idx = [i for i, c in enumerate(lvis_eval.params.cat_ids) if c in wanted]
+    return _mean_precision(lvis_eval.eval["precision"][:, :, idx, 0])
 
 
 def lvis_evaluate(gt_json: str, predictions: list[dict], novel_ids=(), max_dets: int = MAX_DETS) -> tuple[dict, list]:
@@ -69,11 +70,25 @@ def lvis_evaluate(gt_json: str, predictions: list[dict], novel_ids=(), max_dets:
             lvis_eval.run()
             results = dict(lvis_eval.get_results())
             novel = _group_ap(lvis_eval, novel_ids) if len(novel_ids) else -1.0
-            for c in lvis_eval.params.cat_ids:
-                ap = _group_ap(lvis_eval, [c])
+            for k, c in enumerate(lvis_eval.params.cat_ids):
+                ap = _mean_precision(lvis_eval.eval["precision"][:, :, k, 0])
                 per_category[c][prefix + "AP"] = ap if ap >= 0 else None
         results["AP_novel"] = novel
         for k, v in results.items():
             v = float(v)
             out[prefix + k] = None if v < 0 or math.isnan(v) else v
     return out, list(per_category.values())
+
+
+def per_category_rows(per_category: list[dict], train: dict, novel_ids) -> list[dict]:
+    """Per-category AP joined with what the detector saw: name, LVIS frequency group, novel, real train images."""
+    images: dict[int, set] = defaultdict(set)
+    for a in train["annotations"]:
+        images[a["category_id"]].add(a["image_id"])
+    cats = {c["id"]: c for c in train["categories"]}
+    novel = set(novel_ids)
+    return [{"category_id": r["category_id"], "name": cats.get(r["category_id"], {}).get("name", ""),
+             "frequency": cats.get(r["category_id"], {}).get("frequency", ""),
+             "novel": r["category_id"] in novel, "train_images": len(images[r["category_id"]]),
+             "AP": r["AP"], "bbox_AP": r["bbox_AP"]} for r in per_category]
+

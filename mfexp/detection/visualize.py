@@ -33,19 +33,6 @@ def prediction_overlays(predictions: list[dict], gt: dict, images_dir: str, out_
     return out_path
 
 
-def per_category_rows(per_category: list[dict], train: dict, novel_ids) -> list[dict]:
-    """Per-category AP joined with what the detector saw: name, LVIS frequency group, novel, real train images."""
-    images: dict[int, set] = defaultdict(set)
-    for a in train["annotations"]:
-        images[a["category_id"]].add(a["image_id"])
-    cats = {c["id"]: c for c in train["categories"]}
-    novel = set(novel_ids)
-    return [{"category_id": r["category_id"], "name": cats.get(r["category_id"], {}).get("name", ""),
-             "frequency": cats.get(r["category_id"], {}).get("frequency", ""),
-             "novel": r["category_id"] in novel, "train_images": len(images[r["category_id"]]),
-             "AP": r["AP"], "bbox_AP": r["bbox_AP"]} for r in per_category]
-
-
 def plot_per_category(rows: list[dict], path: str) -> None:
     """Mask AP of each category against its number of real training images (log x), by frequency group."""
     import matplotlib
