@@ -7,10 +7,13 @@
     backgrounds grey-ish, so the reference is close to exact), for N = 1, 2, 4; target >= 0.75.
 (c) seconds per mosaic on this machine.
 
-    python benchmarks/toy_quality.py [--mosaics 48] [--steps 25] [--model-path DIR] [--n 1 2 4] [--out results.json]
+    python benchmarks/toy_quality.py [--mosaics 48] [--per-category 1] [--steps 25] [--guidance 2 3 4]
+                                     [--model-path DIR] [--n 1 2 4] [--out results.json]
 
 ``--model-path`` evaluates another exported toy pipeline (e.g. the output of ``python -m mfexp.toyworld.train_t2i``)
-instead of the shipped weights.
+instead of the shipped weights. ``--per-category K`` draws K single objects per category for (a) (one sample per
+category gives a +-5-point spread). Several ``--guidance`` values measure (a) for each with the same classifier and
+seeds; (b) and (c) use the first.
 """
 from __future__ import annotations
 
@@ -110,10 +113,34 @@ def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=())
     return results, (time.perf_counter() - start) / count
 
 
+def single_object_fidelity(net, cats, singles) -> dict:
+    """Share of generated single objects the real-crop classifier names right (class fidelity), and the reference
+    annotator's colour and shape verdicts, overall and per shape."""
+    by_shape: dict = {}
+    correct = colour_ok = shape_ok = 0
+    for res in singles:
+        colour, shape = split_name(res.plan.categories[0]["name"])
+        ref = segment_saturated(res.image)
+        right = False
+        if ref.sum() >= 4:
+            with torch.no_grad():
+                right = int(net(to_tensor([crop_object(res.image, ref)])).argmax(1)) == cats.index(res.plan.categories[0])
+            colour_ok += classify_colour(res.image, ref) == colour    # the reference annotator, per attribute
+            shape_ok += classify_shape(ref)[0] == shape
+        correct += right
+        by_shape.setdefault(shape, []).append(right)
+    n = max(1, len(singles))
+    return {"samples": len(singles), "class_fidelity": round(correct / n, 4), "colour_correct": round(colour_ok / n, 4),
+            "shape_correct": round(shape_ok / n, 4),
+            "class_fidelity_by_shape": {k: round(float(np.mean(v)), 3) for k, v in sorted(by_shape.items())}}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mosaics", type=int, default=48, help="mosaics per N (categories cycle)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the toy model's)")
+    p.add_argument("--per-category", type=int, default=1, help="single objects per category for (a)")
+    p.add_argument("--guidance", type=float, nargs="+", default=None, help="guidance scale(s) (default: the model's)")
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--model-path", type=Path, help="toy pipeline folder (default: the shipped weights)")
@@ -133,27 +160,23 @@ def main():
     report = {"model": str(args.model_path or "shipped"), "classifier_accuracy_on_real_crops": round(real_acc, 4),
               "steps": steps}
 
-    # (a) fidelity on generated single objects (N = 1), one per category and more while --mosaics allows
-    singles, sec1 = run_mosaics(pipe, cats, 1, max(args.mosaics, len(cats)), steps, args.seed)
-    correct, crops, colour_ok, shape_ok = 0, [], 0, 0
-    for res in singles:
-        ref = segment_saturated(res.image)
-        if ref.sum() >= 4:
-            crops.append((crop_object(res.image, ref), cats.index(res.plan.categories[0])))
-            colour, shape = split_name(res.plan.categories[0]["name"])
-            colour_ok += classify_colour(res.image, ref) == colour    # the reference annotator, per attribute
-            shape_ok += classify_shape(ref)[0] == shape
-    with torch.no_grad():
-        if crops:
-            pred = net(to_tensor([c for c, _ in crops])).argmax(1).numpy()
-            correct = int(sum(int(p_) == k for p_, (_, k) in zip(pred, crops)))
-    report["class_fidelity"] = round(correct / len(singles), 4)
-    report["colour_correct"] = round(colour_ok / len(singles), 4)
-    report["shape_correct"] = round(shape_ok / len(singles), 4)
+    # (a) fidelity on generated single objects (N = 1), --per-category per category and more while --mosaics allows
+    guidances = args.guidance or [float(cfg.generator.guidance_scale)]
+    report["fidelity"] = {}
+    for g in guidances:
+        singles_g, sec_g = run_mosaics(pipe, cats, 1, max(args.mosaics, args.per_category * len(cats)), steps,
+                                       args.seed, [f"generator.guidance_scale={g}"])
+        report["fidelity"][str(g)] = single_object_fidelity(net, cats, singles_g)
+        if g == guidances[0]:
+            singles, sec1 = singles_g, sec_g
+        print(f"guidance {g}: {json.dumps(report['fidelity'][str(g)])}", file=sys.stderr, flush=True)
+    report.update({k: report["fidelity"][str(guidances[0])][k] for k in ("class_fidelity", "colour_correct", "shape_correct")})
+    report["guidance"] = guidances[0]
 
     # (b) mask IoU vs the reference annotator, (c) seconds per mosaic, for N = 1, 2, 4
     for n in sorted({1, *args.n}):
-        results, sec = (singles, sec1) if n == 1 else run_mosaics(pipe, cats, n, args.mosaics, steps, args.seed)
+        results, sec = (singles, sec1) if n == 1 else run_mosaics(pipe, cats, n, args.mosaics, steps, args.seed,
+                                                                  [f"generator.guidance_scale={guidances[0]}"])
         kept_ious, regions = [], 0
         for res in results:
             regions += len(res.plan.layout.regions)
