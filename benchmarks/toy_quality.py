@@ -116,19 +116,25 @@ def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=())
 def single_object_fidelity(net, cats, singles) -> dict:
     """Share of generated single objects the real-crop classifier names right (class fidelity), and the reference
     annotator's colour and shape verdicts, overall and per shape."""
-    by_shape: dict = {}
-    correct = colour_ok = shape_ok = 0
-    for res in singles:
+    colour_ok = shape_ok = 0
+    right = np.zeros(len(singles), bool)
+    crops, crop_idx = [], []
+    for i, res in enumerate(singles):
         colour, shape = split_name(res.plan.categories[0]["name"])
         ref = segment_saturated(res.image)
-        right = False
         if ref.sum() >= 4:
-            with torch.no_grad():
-                right = int(net(to_tensor([crop_object(res.image, ref)])).argmax(1)) == cats.index(res.plan.categories[0])
+            crops.append(crop_object(res.image, ref))
+            crop_idx.append(i)
             colour_ok += classify_colour(res.image, ref) == colour    # the reference annotator, per attribute
             shape_ok += classify_shape(ref)[0] == shape
-        correct += right
-        by_shape.setdefault(shape, []).append(right)
+    if crops:
+        with torch.no_grad():
+            pred = net(to_tensor(crops)).argmax(1).numpy()
+        right[crop_idx] = [int(p_) == cats.index(singles[i].plan.categories[0]) for p_, i in zip(pred, crop_idx)]
+    correct = int(right.sum())
+    by_shape: dict = {}
+    for res, r in zip(singles, right):
+        by_shape.setdefault(split_name(res.plan.categories[0]["name"])[1], []).append(r)
     n = max(1, len(singles))
     return {"samples": len(singles), "class_fidelity": round(correct / n, 4), "colour_correct": round(colour_ok / n, 4),
             "shape_correct": round(shape_ok / n, 4),
@@ -162,14 +168,13 @@ def main():
 
     # (a) fidelity on generated single objects (N = 1), --per-category per category and more while --mosaics allows
     guidances = args.guidance or [float(cfg.generator.guidance_scale)]
-    report["fidelity"] = {}
+    report["fidelity"], runs = {}, {}
     for g in guidances:
-        singles_g, sec_g = run_mosaics(pipe, cats, 1, max(args.mosaics, args.per_category * len(cats)), steps,
-                                       args.seed, [f"generator.guidance_scale={g}"])
-        report["fidelity"][str(g)] = single_object_fidelity(net, cats, singles_g)
-        if g == guidances[0]:
-            singles, sec1 = singles_g, sec_g
+        runs[g] = run_mosaics(pipe, cats, 1, max(args.mosaics, args.per_category * len(cats)), steps, args.seed,
+                              [f"generator.guidance_scale={g}"])
+        report["fidelity"][str(g)] = single_object_fidelity(net, cats, runs[g][0])
         print(f"guidance {g}: {json.dumps(report['fidelity'][str(g)])}", file=sys.stderr, flush=True)
+    singles, sec1 = runs[guidances[0]]
     report.update({k: report["fidelity"][str(guidances[0])][k] for k in ("class_fidelity", "colour_correct", "shape_correct")})
     report["guidance"] = guidances[0]
 
