@@ -111,18 +111,25 @@ def vae_roundtrip_accuracy(net, vae, cats, per_category: int, seed: int, size: i
         for _ in range(per_category):
             images.append(render_single_object_image(c, size, rng)[0])
             labels.append(k)
-    crops, found = [], []
+    decoded = []
     with torch.no_grad():
         for i in range(0, len(images), 64):
             x = to_tensor(images[i:i + 64]).to(vae.device, vae.dtype)
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
-            for j, im in enumerate(((rec.float() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()):
-                ref = segment_saturated(im)
-                if ref.sum() >= 4:
-                    crops.append(crop_object(im, ref))
-                    found.append(i + j)
-        pred = net(to_tensor(crops)).argmax(1).numpy() if crops else []
-    return float(sum(int(p_) == labels[i] for p_, i in zip(pred, found)) / len(labels))
+            decoded += list(((rec.float() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    return float((classify_by_reference(net, decoded)[0] == np.array(labels)).mean())
+
+
+def classify_by_reference(net, images) -> tuple[np.ndarray, list]:
+    """The classifier's category for each image's object, cropped by the reference annotator's mask (-1 where the
+    annotator finds no object), and those masks."""
+    refs = [segment_saturated(im) for im in images]
+    found = [i for i, ref in enumerate(refs) if ref.sum() >= 4]
+    pred = np.full(len(images), -1)
+    if found:
+        with torch.no_grad():
+            pred[found] = net(to_tensor([crop_object(images[i], refs[i]) for i in found])).argmax(1).numpy()
+    return pred, refs
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,25 +158,18 @@ def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=())
 def single_object_fidelity(net, cats, singles) -> dict:
     """Share of generated single objects the real-crop classifier names right (class fidelity), and the reference
     annotator's colour and shape verdicts, overall and per shape."""
+    labels = np.array([cats.index(res.plan.categories[0]) for res in singles])
+    pred, refs = classify_by_reference(net, [res.image for res in singles])
+    right = pred == labels
     colour_ok = shape_ok = 0
-    right = np.zeros(len(singles), bool)
-    crops, crop_idx = [], []
-    for i, res in enumerate(singles):
-        colour, shape = split_name(res.plan.categories[0]["name"])
-        ref = segment_saturated(res.image)
-        if ref.sum() >= 4:
-            crops.append(crop_object(res.image, ref))
-            crop_idx.append(i)
-            colour_ok += classify_colour(res.image, ref) == colour    # the reference annotator, per attribute
-            shape_ok += classify_shape(ref)[0] == shape
-    if crops:
-        with torch.no_grad():
-            pred = net(to_tensor(crops)).argmax(1).numpy()
-        right[crop_idx] = [int(p_) == cats.index(singles[i].plan.categories[0]) for p_, i in zip(pred, crop_idx)]
-    correct = int(right.sum())
     by_shape: dict = {}
-    for res, r in zip(singles, right):
-        by_shape.setdefault(split_name(res.plan.categories[0]["name"])[1], []).append(r)
+    for res, ref, r in zip(singles, refs, right):
+        colour, shape = split_name(res.plan.categories[0]["name"])
+        if ref.sum() >= 4:    # the reference annotator, per attribute
+            colour_ok += classify_colour(res.image, ref) == colour
+            shape_ok += classify_shape(ref)[0] == shape
+        by_shape.setdefault(shape, []).append(r)
+    correct = int(right.sum())
     n = max(1, len(singles))
     return {"samples": len(singles), "class_fidelity": round(correct / n, 4), "colour_correct": round(colour_ok / n, 4),
             "shape_correct": round(shape_ok / n, 4),
