@@ -116,16 +116,18 @@ def fake_run(root: Path, name: str, overrides: list[str], metrics: dict | None, 
 
 
 def metrics(ap, apr):
-    return {"AP": ap, "APr": apr, "APc": 1.0, "APf": 2.0, "AP_novel": 0.5, "bbox_AP": ap + 1}
+    """metrics.json as the evaluate stage writes it: lvis-api fractions (0.226 = 22.6 AP), plus counts."""
+    return {"AP": ap, "APr": apr, "APc": 0.1, "APf": 0.2, "AP_novel": 0.05, "bbox_AP": ap + 0.01,
+            "num_predictions": 300}
 
 
 def test_report_groups_by_swept_keys_with_mean_std_over_seeds(tmp_path):
     from mfexp.report import report
 
     sweep = tmp_path / "sweep"
-    fake_run(sweep, "a0", ["+sweep=augmenter", "augmenter=none", "seed=0"], metrics(20.0, 9.0))
-    fake_run(sweep, "a1", ["+sweep=augmenter", "augmenter=none", "seed=1"], metrics(22.0, 10.0))
-    fake_run(sweep, "b0", ["+sweep=augmenter", "augmenter=cut_paste", "seed=0"], metrics(23.0, 12.5))
+    fake_run(sweep, "a0", ["+sweep=augmenter", "augmenter=none", "seed=0"], metrics(0.20, 0.09))
+    fake_run(sweep, "a1", ["+sweep=augmenter", "augmenter=none", "seed=1"], metrics(0.22, 0.10))
+    fake_run(sweep, "b0", ["+sweep=augmenter", "augmenter=cut_paste", "seed=0"], metrics(0.23, 0.125))
     fake_run(sweep, "b1", ["+sweep=augmenter", "augmenter=cut_paste", "seed=1"], None, {"generate": 2.0})
     out = report(sweep, tmp_path / "out")
     assert out["swept"] == ["augmenter"]           # seed and the constant +sweep are not swept
@@ -133,18 +135,19 @@ def test_report_groups_by_swept_keys_with_mean_std_over_seeds(tmp_path):
     rows = {r["augmenter"]: r for r in out["rows"]}
     none, cp = rows["none"], rows["cut_paste"]
     assert none["n"] == 2 and none["incomplete"] == 0 and none["seeds"] == "0 1"
-    assert none["AP_mean"] == pytest.approx(21.0)
-    assert none["AP_std"] == pytest.approx(math.sqrt(((20 - 21) ** 2 + (22 - 21) ** 2) / 1))   # sample std
-    assert none["APr_mean"] == pytest.approx(9.5) and none["APr_std"] == pytest.approx(math.sqrt(0.5))
-    assert cp["n"] == 1 and cp["incomplete"] == 1 and cp["APr_mean"] == 12.5 and cp["APr_std"] == 0.0
+    assert none["AP_mean"] == pytest.approx(0.21)
+    assert none["AP_std"] == pytest.approx(math.sqrt(((0.20 - 0.21) ** 2 + (0.22 - 0.21) ** 2) / 1))   # sample std
+    assert none["APr_mean"] == pytest.approx(0.095) and none["APr_std"] == pytest.approx(math.sqrt(0.5) / 100)
+    assert cp["n"] == 1 and cp["incomplete"] == 1 and cp["APr_mean"] == 0.125 and cp["APr_std"] == 0.0
     assert [str(p) for p in out["incomplete"]] == [str(sweep / "b1")]
 
     with open(tmp_path / "out" / "summary.csv") as f:
         import csv
         table = {r["augmenter"]: r for r in csv.DictReader(f)}
-    assert float(table["none"]["APr_mean"]) == pytest.approx(9.5) and table["cut_paste"]["incomplete"] == "1"
-    md = (tmp_path / "out" / "summary.md").read_text()
-    assert "21.000 ± 1.414" in md and "Incomplete runs (1" in md and "b1" in md
+    assert float(table["none"]["APr_mean"]) == pytest.approx(0.095) and table["cut_paste"]["incomplete"] == "1"
+    assert "AP_delta" not in table["none"]                           # no --baseline: no paired columns
+    md = (tmp_path / "out" / "summary.md").read_text()                # AP in %, one decimal; the CSV keeps fractions
+    assert "21.0 ± 1.4" in md and "AP/AR in %" in md and "Incomplete runs (1" in md and "b1" in md
     runs_csv = (tmp_path / "out" / "runs.csv").read_text()
     assert "incomplete" in runs_csv and runs_csv.count("\n") == 5
     assert (tmp_path / "out" / "APr_by_augmenter.png").stat().st_size > 1000   # categorical: grouped bars
@@ -207,6 +210,137 @@ def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
         report(tmp_path)
     assert main([str(tmp_path / "missing")]) == 2
     assert "error: not a folder" in capsys.readouterr().err
+
+
+def read_csv(path: Path) -> list[dict]:
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def hand_interval(d):
+    """Mean and 95% t-interval of paired differences, computed independently of mfexp.report."""
+    from scipy import stats
+
+    d = np.asarray(d, float)
+    low, high = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+    return d.mean(), low, high
+
+
+# APr per seed; seed 3 of cut_paste failed (no metrics.json), seed 9 only mosaicfusion ran, `copy` shares seed 0 only
+PAIRED = {"none": {0: 0.090, 1: 0.100, 2: 0.080, 3: 0.095},
+          "cut_paste": {0: 0.095, 1: 0.093, 2: 0.088, 3: None},
+          "mosaicfusion": {0: 0.110, 1: 0.121, 2: 0.099, 9: 0.150},
+          "copy": {0: 0.097, 7: 0.2}}
+
+
+def paired_sweep(root: Path) -> Path:
+    sweep = root / "sweep"
+    for aug, by_seed in PAIRED.items():
+        for seed, apr in by_seed.items():
+            fake_run(sweep, f"{aug}{seed}", [f"augmenter={aug}", f"seed={seed}"],
+                     None if apr is None else metrics(0.2 + apr / 10, apr))
+    return sweep
+
+
+def test_report_paired_differences_from_a_baseline(tmp_path, capsys):
+    from mfexp.report import main
+
+    sweep = paired_sweep(tmp_path)
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--baseline", "augmenter=none"]) == 0
+    table = {r["augmenter"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    base = table["none"]
+    assert base["baseline"] == "(this row)" and base["APr_delta"] == base["APr_ci_low"] == base["n_pairs"] == ""
+
+    # mosaicfusion: seeds 0, 1, 2 in both (9 has no baseline run); a consistent gain, the interval excludes 0
+    mf = table["mosaicfusion"]
+    d = [PAIRED["mosaicfusion"][s] - PAIRED["none"][s] for s in (0, 1, 2)]
+    mean, low, high = hand_interval(d)
+    assert mf["baseline"] == "augmenter=none" and mf["n_pairs"] == "3" and mf["n"] == "4"
+    assert float(mf["APr_delta"]) == pytest.approx(mean) and float(mf["APr_delta"]) == pytest.approx(0.02)
+    assert float(mf["APr_ci_low"]) == pytest.approx(low) and float(mf["APr_ci_high"]) == pytest.approx(high)
+    assert 0 < low < mean < high
+    assert float(mf["AP_delta"]) == pytest.approx(mean / 10)             # CSV units: fractions, as in metrics.json
+
+    # cut_paste: seed 3 failed, so 3 pairs; differences of both signs, the interval holds 0
+    cp = table["cut_paste"]
+    d = [PAIRED["cut_paste"][s] - PAIRED["none"][s] for s in (0, 1, 2)]
+    mean, low, high = hand_interval(d)
+    assert cp["n_pairs"] == "3" and cp["incomplete"] == "1"
+    assert float(cp["APr_delta"]) == pytest.approx(mean)
+    assert (float(cp["APr_ci_low"]), float(cp["APr_ci_high"])) == pytest.approx((low, high)) and low < 0 < high
+
+    # copy: one shared seed -> the delta, and no interval
+    cp1 = table["copy"]
+    assert cp1["n_pairs"] == "1" and float(cp1["APr_delta"]) == pytest.approx(0.097 - 0.090)
+    assert cp1["APr_ci_low"] == cp1["APr_ci_high"] == ""
+
+    md = (tmp_path / "out" / "summary.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in md.splitlines() if line.startswith("| `")}
+    assert "95% t-interval" in md and "**bold**" in md
+    mf_mean, mf_low, mf_high = hand_interval([100 * v for v in (0.02, 0.021, 0.019)])
+    assert f"**Δ +{mf_mean:.1f} [+{mf_low:.1f}, +{mf_high:.1f}]**" in rows["mosaicfusion"]   # AP points, one decimal
+    assert "Δ" in rows["cut_paste"] and "**" not in rows["cut_paste"]
+    assert "Δ +0.7" in rows["copy"] and "[" not in rows["copy"].split("Δ +0.7")[1].split("|")[0]
+    assert "baseline" in rows["none"] and "Δ" not in rows["none"]
+    for m in ("APr", "AP"):
+        assert (tmp_path / "out" / f"{m}_paired.png").stat().st_size > 1000
+    assert "APr_paired.png" in capsys.readouterr().out
+
+
+def test_report_baseline_on_some_keys_matches_the_others(tmp_path):
+    from mfexp.report import ReportError, main, parse_baseline, report, same
+
+    sweep = tmp_path / "grid"
+    ap = {("none", 4): 0.10, ("none", 2): 0.12, ("mf", 4): 0.20, ("mf", 2): 0.23}
+    for (aug, n), value in ap.items():
+        for seed in (0, 1):
+            fake_run(sweep, f"{aug}{n}s{seed}", [f"augmenter={aug}", f"generator.num_objects={n}", f"seed={seed}"],
+                     metrics(value + seed / 100, value))
+    # N=4 names two baseline groups: each row is compared with the one of its own augmenter
+    out = report(sweep, tmp_path / "a", baseline=["generator.num_objects=4"])
+    rows = {(r["augmenter"], r["generator.num_objects"]): r for r in out["rows"]}
+    assert rows[("mf", "2")]["baseline"] == "augmenter=mf,generator.num_objects=4"
+    assert rows[("mf", "2")]["AP_delta"] == pytest.approx(0.03)
+    assert rows[("none", "2")]["AP_delta"] == pytest.approx(0.02)
+    assert rows[("mf", "4")]["baseline"] == rows[("none", "4")]["baseline"] == "(this row)"
+    # two keys, as one comma-separated value or a repeated option: one baseline for all
+    for args in (["--baseline", "augmenter=none,generator.num_objects=4"],
+                 ["--baseline", "augmenter=none", "--baseline", "generator.num_objects=4"]):
+        assert main([str(sweep), "--out", str(tmp_path / "b"), *args]) == 0
+        table = {(r["augmenter"], r["generator.num_objects"]): r for r in read_csv(tmp_path / "b" / "summary.csv")}
+        assert float(table[("mf", "4")]["AP_delta"]) == pytest.approx(0.10)
+        assert float(table[("mf", "2")]["AP_delta"]) == pytest.approx(0.13)
+        assert table[("mf", "2")]["AP_ci_low"] == table[("mf", "2")]["AP_delta"]   # sd 0: a zero-width interval
+    # a row without a baseline of its own setting is an error, not a silent pick
+    fake_run(sweep, "cp2s0", ["augmenter=cp", "generator.num_objects=2", "seed=0"], metrics(0.1, 0.1))
+    with pytest.raises(ReportError, match="no baseline for the row augmenter=cp,generator.num_objects=2"):
+        report(sweep, tmp_path / "c", baseline="generator.num_objects=4")
+    assert parse_baseline("generator.attention.resolutions=[8,4],augmenter=none") == {
+        "generator.attention.resolutions": "[8,4]", "augmenter": "none"}
+    assert same("[8, 4]", "[8,4]") and same("0.50", "0.5") and not same("4", "2")
+
+
+@pytest.mark.parametrize("baseline, msg", [
+    ("augmenter=nosuch", r"no group has these values \(values seen: augmenter: copy, cut_paste, mosaicfusion, none\)"),
+    ("augmenter", "malformed --baseline 'augmenter': expected KEY=VALUE"),
+    ("=none", "malformed --baseline"),
+    ("augmenter=", "malformed --baseline"),
+    ("seed=0", "names seed, not a swept key"),
+])
+def test_report_bad_baseline_is_a_clear_error(tmp_path, capsys, baseline, msg):
+    import re
+
+    from mfexp.report import ReportError, main, report
+
+    sweep = paired_sweep(tmp_path)
+    with pytest.raises(ReportError, match=msg):
+        report(sweep, tmp_path / "out", baseline=[baseline])
+    assert main([str(sweep), "--out", str(tmp_path / "out"), "--baseline", baseline]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and re.search(msg, err) and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()                               # nothing half-written
 
 
 # ------------------------------------------------------------------------------------------------ Cut-and-Paste
