@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("generate", "train", "evaluate")
 # the config each stage depends on (together with every earlier stage's)
-STAGE_KEYS = {"generate": ("augmenter", "generator", "dataset", "seed"),
+STAGE_KEYS = {"generate": ("augmenter", "generator", "dataset", "seed", "generate"),
               "train": ("detector",),
               "evaluate": ("evaluate",)}
 
@@ -34,9 +35,72 @@ def _call(dotted: str, what: str):
 
 
 def generate(cfg, run_dir: Path) -> dict:
-    """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir) (its options live in cfg.augmenter)."""
+    """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir) (its options live in cfg.augmenter),
+    or a copy of another run's synthetic set (`generate.reuse=PATH`); then the positive controls of
+    `generator.corrupt`, if any (mfexp.corrupt)."""
     from hydra.utils import get_method
-    return get_method(cfg.augmenter._target_)(cfg, run_dir)
+    from omegaconf import OmegaConf
+
+    from mfexp.corrupt import check_corrupt
+
+    corrupt = check_corrupt(OmegaConf.select(cfg, "generator.corrupt"))
+    reuse = OmegaConf.select(cfg, "generate.reuse")
+    if reuse:
+        result = reuse_synthetic(Path(reuse), run_dir)
+    else:
+        result = get_method(cfg.augmenter._target_)(cfg, run_dir)
+    return corrupt_synthetic(cfg, run_dir, corrupt, result)
+
+
+def reuse_synthetic(source: Path, run_dir: Path) -> dict:
+    """Copy a synthetic set (a run folder or its synthetic/ folder) into this run: the same data under other
+    training settings or corruptions, without generating it again."""
+    source = source / "synthetic" if (source / "synthetic").is_dir() else source
+    ann = source / "annotations_clean.json"
+    ann = ann if ann.is_file() else source / "annotations.json"
+    if not ann.is_file() or not (source / "images").is_dir():
+        raise FileNotFoundError(f"generate.reuse={source}: no synthetic set there (needs annotations.json and "
+                                "images/; point it at a run folder whose generate stage finished)")
+    out = Path(run_dir) / "synthetic"
+    if out.resolve() == source.resolve():
+        raise ValueError(f"generate.reuse={source} is this run's own synthetic folder")
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source / "images", out / "images")
+    shutil.copy2(ann, out / "annotations.json")
+    if (source / "gallery.jpg").is_file():
+        shutil.copy2(source / "gallery.jpg", out / "gallery.jpg")
+    data = json.loads(ann.read_text())
+    log.info("generate: reused %d synthetic images (%d instances) from %s", len(data["images"]),
+             len(data["annotations"]), source)
+    return {"reused": str(source), "kept": len(data["images"]), "instances": len(data["annotations"])}
+
+
+def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
+    """Apply `generator.corrupt` to the run's synthetic set (clean copy kept as annotations_clean.json)."""
+    from mfexp.corrupt import corrupt_lvis, is_active
+
+    syn = Path(run_dir) / "synthetic"
+    ann, clean = syn / "annotations.json", syn / "annotations_clean.json"
+    if not ann.is_file():
+        if is_active(corrupt):
+            raise ValueError(f"generator.corrupt={corrupt} needs a synthetic set, but augmenter="
+                             f"{cfg.augmenter.name} made none")
+        return result
+    if not is_active(corrupt):
+        clean.unlink(missing_ok=True)
+        return result
+    if not is_rank_zero():
+        return result
+    if not (clean.is_file() and json.loads(ann.read_text()).get("info", {}).get("corrupt")):
+        shutil.copy2(ann, clean)   # the augmenter (or reuse) has just written a clean set
+    data, summary = corrupt_lvis(json.loads(clean.read_text()), corrupt, int(cfg.seed))
+    atomic_write_json(ann, data)
+    from mfexp.mosaicfusion.stage import write_gallery
+    write_gallery(syn, data["images"], data["annotations"], data["categories"], 16)
+    log.info("generate: positive control %s: %d of %d instances relabelled, masks %s", corrupt,
+             summary["relabelled"], summary["instances"], summary["masks"])
+    return dict(result, corrupt=summary)
 
 
 def train(cfg, run_dir: Path) -> dict:

@@ -82,8 +82,14 @@ class MosaicFusionModule(pl.LightningModule):
 
 
 def fingerprint(cfg) -> str:
-    """Hash of everything that decides the mosaics (not where or on how many devices they are made)."""
-    return config_hash(cfg, ("generator", "seed", "dataset"))
+    """Hash of everything that decides the mosaics (not where or on how many devices they are made, nor the
+    positive controls of ``generator.corrupt``, applied afterwards)."""
+    from omegaconf import OmegaConf
+
+    picked = {k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed
+              for k in ("generator", "seed", "dataset")}
+    picked["generator"].pop("corrupt", None)
+    return config_hash(OmegaConf.create(picked), ("generator", "seed", "dataset"))
 
 
 def reason_kind(reason: str) -> str:
