@@ -117,3 +117,23 @@ def test_corruption_without_a_synthetic_set_fails_clearly(tmp_path):
                             "generate": {"reuse": None}, "generator": {"corrupt": {"labels": 0.5}}})
     with pytest.raises(ValueError, match="made none"):
         generate(cfg, tmp_path / "run")
+
+
+# ------------------------------------------------------------------------------------- sweeps of the controls
+def test_control_sweep_settings_compose_to_the_documented_corruptions():
+    from conftest import compose
+
+    want = {"clean": (0.0, "none"), "labels50": (0.5, "none"), "masks_box": (0.0, "box"),
+            "masks_dilate": (0.0, "dilate")}
+    for name, (labels, masks) in want.items():
+        cfg = compose(["+sweep=controls", f"+control={name}", "seed=1"])
+        assert (cfg.generator.corrupt.labels, cfg.generator.corrupt.masks) == (labels, masks)
+        assert check_corrupt(cfg.generator.corrupt)["labels"] == labels
+
+
+def test_equal_instances_sweep_holds_the_instance_budget():
+    from conftest import compose
+
+    for n, per in ((1, 40), (2, 20), (4, 10)):
+        cfg = compose(["+sweep=num_objects_equal_instances", f"generator.num_objects={n}", "seed=0"])
+        assert cfg.generator.images_per_category == per and per * n == 40
