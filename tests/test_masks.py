@@ -2,12 +2,16 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from mfexp.mosaicfusion.masks import (MaskError, aggregate_maps, binarize, expand_to_canvas, region_mask,
-                                      single_component)
+from mfexp.mosaicfusion.bilateral import DEFAULTS
+from mfexp.mosaicfusion.masks import (MaskError, aggregate_maps, binarize, expand_to_canvas, reference_area, refine,
+                                      region_mask, single_component)
 from mfexp.mosaicfusion.layout import Region
 
+from conftest import compose
+
 MASK_CFG = OmegaConf.create(dict(threshold="otsu", refine="fgs", refine_lambda=256.0, refine_sigma_color=16.0,
-                                 min_area=0.05, max_area=0.95))
+                                 bilateral=dict(DEFAULTS), min_area=0.05, max_area=0.95, area_reference="region",
+                                 nominal_size=[64, 64]))
 
 
 def planted(h, w, box, noise=0.05, seed=0):
@@ -19,12 +23,13 @@ def planted(h, w, box, noise=0.05, seed=0):
     return m
 
 
-def test_planted_map_gives_the_box():
+@pytest.mark.parametrize("method", ["fgs", "bilateral"])
+def test_planted_map_gives_the_box(method):
     # object occupies rows 16-48, cols 8-40 of a 64x64 region: maps at 1/8 and 1/4 (8x8, 16x16)
     maps = {8: planted(8, 8, (2, 1, 6, 5)), 4: planted(16, 16, (4, 2, 12, 10), seed=1)}
     rgb = np.full((64, 64, 3), 90, np.uint8)
     rgb[16:48, 8:40] = (220, 30, 30)
-    mask = region_mask(maps, rgb, MASK_CFG)
+    mask = region_mask(maps, rgb, OmegaConf.merge(MASK_CFG, {"refine": method}))
     truth = np.zeros((64, 64), bool)
     truth[16:48, 8:40] = True
     iou = (mask & truth).sum() / (mask | truth).sum()
@@ -80,6 +85,74 @@ def test_component_filter():
     d[5:10, 5:10] = True
     with pytest.raises(MaskError):
         single_component(d)
+
+
+def test_unknown_refine_method():
+    with pytest.raises(ValueError, match="must be one of bilateral, fgs, joint_bilateral, none"):
+        refine(np.ones((8, 8), bool), np.zeros((8, 8, 3), np.uint8), "bilateral_solver")
+
+
+def blob(h, w, area):
+    """A (h, w) mask with one component of exactly `area` pixels (the first `area` pixels in row-major order)."""
+    m = np.zeros((h, w), bool)
+    m.ravel()[:area] = True
+    return m
+
+
+NOMINAL = 384 * 512   # 196,608 px: 5 %-95 % = 9,830.4-186,777.6 px
+
+
+@pytest.mark.parametrize("shape,area,nominal_ok,region_ok", [
+    ((288, 384), 9_000, False, True),     # small jittered region: 9,000 px is 8.1 % of it, but < 9,830 px
+    ((500, 520), 9_000, False, False),    # 3.5 % of the region, and < 9,830 px
+    ((500, 520), 12_000, True, False),    # >= 9,830 px, but 4.6 % of a large jittered region
+    ((500, 520), 190_000, False, True),   # 73 % of the region, but > 186,778 px
+    ((384, 512), 9_800, False, False),    # the nominal region itself: both agree
+    ((384, 512), 9_900, True, True),
+])
+def test_area_bounds_nominal_vs_region(shape, area, nominal_ok, region_ok):
+    m = blob(*shape, area)
+    for reference, ok in ((NOMINAL, nominal_ok), (None, region_ok)):
+        if ok:
+            assert single_component(m, 0.05, 0.95, reference).sum() == area
+        else:
+            with pytest.raises(MaskError, match="0 components"):
+                single_component(m, 0.05, 0.95, reference)
+
+
+def test_area_reference_from_the_mask_config():
+    cfg = OmegaConf.merge(MASK_CFG, {"area_reference": "nominal", "nominal_size": [384, 512]})
+    assert reference_area(cfg) == NOMINAL
+    assert reference_area(cfg, nominal_size=(10, 20)) == 200
+    assert reference_area(MASK_CFG) is None
+    with pytest.raises(ValueError, match="area_reference must be one of nominal, region"):
+        reference_area(OmegaConf.merge(MASK_CFG, {"area_reference": "canvas"}))
+    with pytest.raises(ValueError, match="nominal_size must be"):
+        reference_area(OmegaConf.merge(cfg, {"nominal_size": [384]}))
+    with pytest.raises(ValueError, match="needs generator.mask.nominal_size"):
+        reference_area(OmegaConf.merge(cfg, {"nominal_size": None}))
+    with pytest.raises(ValueError, match="min_area <= max_area"):
+        single_component(np.ones((4, 4), bool), 0.5, 0.2)
+    # through the whole chain: a 48x48 box in a 96x96 region is 25 % of it, but 56 % of a nominal 64x64
+    maps = {8: planted(12, 12, (3, 3, 9, 9))}
+    rgb = np.full((96, 96, 3), 90, np.uint8)
+    region = OmegaConf.merge(MASK_CFG, {"refine": "none"})
+    assert region_mask(maps, rgb, region).sum() > 0
+    with pytest.raises(MaskError, match="0 components within 5%-40% of the nominal region"):
+        region_mask(maps, rgb, OmegaConf.merge(region, {"area_reference": "nominal", "max_area": 0.4}))
+    assert region_mask(maps, rgb, OmegaConf.merge(region, {"max_area": 0.4})).sum() > 0
+
+
+def test_configured_mask_settings():
+    toy = compose().generator.mask
+    assert toy.refine == "fgs" and reference_area(toy) is None      # the toy default is unchanged
+    paper = compose(["experiment=lvis_mosaicfusion"]).generator
+    assert paper.mask.refine == "bilateral" and paper.mask.area_reference == "nominal"
+    assert list(paper.mask.nominal_size) == list(paper.region_size) == [384, 512]
+    assert reference_area(paper.mask) == NOMINAL
+    assert {k: paper.mask.bilateral[k] for k in DEFAULTS} == DEFAULTS
+    moved = compose(["experiment=lvis_mosaicfusion", "generator.region_size=[256,256]"]).generator.mask
+    assert reference_area(moved) == 256 * 256
 
 
 def test_expand_to_canvas():

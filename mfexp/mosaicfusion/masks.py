@@ -1,8 +1,12 @@
 """From aggregated cross-attention maps to instance masks (pure functions on numpy arrays)."""
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
+
+from .bilateral import smooth_mask
 
 
 class MaskError(ValueError):
@@ -37,45 +41,83 @@ def binarize(heat: np.ndarray, threshold="otsu") -> np.ndarray:
     return heat > t
 
 
-def refine(mask: np.ndarray, rgb: np.ndarray, method="fgs", lam=256.0, sigma_color=16.0) -> np.ndarray:
+REFINE_METHODS = ("bilateral", "fgs", "joint_bilateral", "none")
+AREA_REFERENCES = ("nominal", "region")
+
+
+def refine(mask: np.ndarray, rgb: np.ndarray, method="fgs", lam=256.0, sigma_color=16.0, bilateral=None) -> np.ndarray:
     """Edge-aware refinement of a binary mask against the generated pixels.
 
-    `fgs`: OpenCV's fast global smoother (an edge-aware weighted-least-squares solver, the closest well-kept
-    relative of the bilateral solver the paper uses, whose OpenCV build lacks Eigen on PyPI); `joint_bilateral`:
-    a joint bilateral filter; `none`. The smoothed mask is thresholded at half its maximum.
+    `bilateral`: the fast bilateral solver (Barron & Poole 2016; `bilateral.py`, settings in ``bilateral``: passes,
+    sigma_spatial, sigma_luma, sigma_chroma, lam, confidence), the paper's refinement; `fgs`: OpenCV's fast global
+    smoother (an edge-aware weighted-least-squares solver, ``lam`` and ``sigma_color``); `joint_bilateral`: a joint
+    bilateral filter; `none`. The smoothed mask is thresholded at half its maximum.
     """
     if method == "none":
         return mask
     src = mask.astype(np.float32)
     guide = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if method == "fgs":
+    if method == "bilateral":
+        out = smooth_mask(src, guide, bilateral)
+    elif method == "fgs":
         out = cv2.ximgproc.fastGlobalSmootherFilter(guide, src, float(lam), float(sigma_color))
     elif method == "joint_bilateral":
         out = cv2.ximgproc.jointBilateralFilter(guide.astype(np.float32), src, -1, float(sigma_color), 16.0)
     else:
-        raise ValueError(f"generator.mask.refine must be fgs, joint_bilateral or none, got {method!r}")
+        raise ValueError(f"generator.mask.refine must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
     peak = out.max()
     return out > 0.5 * peak if peak > 0 else mask
 
 
-def single_component(mask: np.ndarray, min_area=0.05, max_area=0.95) -> np.ndarray:
-    """The one 4-connected component with area in [min_area, max_area] of the region, else MaskError."""
+def single_component(mask: np.ndarray, min_area=0.05, max_area=0.95, reference_area=None) -> np.ndarray:
+    """The one 4-connected component with area in [min_area, max_area] x ``reference_area`` pixels, else MaskError.
+
+    ``reference_area``: the pixel count the fractions refer to (default: the mask's own size, i.e. the region).
+    """
+    if not 0 <= float(min_area) <= float(max_area):
+        raise ValueError(f"generator.mask.min_area/max_area must satisfy 0 <= min_area <= max_area, "
+                         f"got {min_area!r}, {max_area!r}")
+    total = mask.size if reference_area is None else int(reference_area)
+    lo, hi = float(min_area) * total, float(max_area) * total
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
-    total = mask.size
-    kept = [i for i in range(1, count) if min_area <= stats[i, cv2.CC_STAT_AREA] / total <= max_area]
+    areas = stats[1:count, cv2.CC_STAT_AREA]
+    kept = [i + 1 for i, a in enumerate(areas) if lo <= a <= hi]
     if len(kept) != 1:
-        areas = sorted(round(float(stats[i, cv2.CC_STAT_AREA]) / total, 3) for i in range(1, count))
-        raise MaskError(f"{len(kept)} components within {min_area:.0%}-{max_area:.0%} of the region (areas {areas[-4:]})")
+        of = "the region" if reference_area is None else f"the nominal region ({total} px)"
+        raise MaskError(f"{len(kept)} components within {min_area:.0%}-{max_area:.0%} of {of} "
+                        f"({math.ceil(lo)}-{math.floor(hi)} px; largest areas {sorted(int(a) for a in areas)[-4:]} px)")
     return labels == kept[0]
 
 
-def region_mask(maps: dict, rgb: np.ndarray, mask_cfg) -> np.ndarray:
+def reference_area(mask_cfg, nominal_size=None) -> int | None:
+    """The pixel count min_area/max_area refer to: None for `area_reference: region` (the region's own size), the
+    nominal region size h x w for `nominal` (``nominal_size``, else ``mask_cfg.nominal_size``, which the generator
+    config ties to generator.region_size) -- absolute bounds, whatever the jittered region's size."""
+    ref = mask_cfg.get("area_reference", "region")
+    if ref == "region":
+        return None
+    if ref != "nominal":
+        raise ValueError(f"generator.mask.area_reference must be one of {', '.join(AREA_REFERENCES)}, got {ref!r}")
+    size = nominal_size if nominal_size is not None else mask_cfg.get("nominal_size")
+    if size is None:
+        raise ValueError("generator.mask.area_reference=nominal needs generator.mask.nominal_size "
+                         "([h, w]; by default generator.region_size)")
+    size = list(size)
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+                                 for v in size):
+        raise ValueError(f"generator.mask.nominal_size must be [h, w] positive integers, got {size!r}")
+    return int(size[0]) * int(size[1])
+
+
+def region_mask(maps: dict, rgb: np.ndarray, mask_cfg, nominal_size=None) -> np.ndarray:
     """The whole map -> mask chain for one region: aggregate, binarize, refine, keep exactly one component."""
     h, w = rgb.shape[:2]
     heat = aggregate_maps(maps, h, w)
     binary = binarize(heat, mask_cfg.threshold)
-    refined = refine(binary, rgb, mask_cfg.refine, mask_cfg.refine_lambda, mask_cfg.refine_sigma_color)
-    return single_component(refined, mask_cfg.min_area, mask_cfg.max_area)
+    refined = refine(binary, rgb, mask_cfg.refine, mask_cfg.refine_lambda, mask_cfg.refine_sigma_color,
+                     mask_cfg.get("bilateral"))
+    return single_component(refined, mask_cfg.min_area, mask_cfg.max_area,
+                            reference_area(mask_cfg, nominal_size))
 
 
 def expand_to_canvas(mask: np.ndarray, region, height: int, width: int) -> np.ndarray:
