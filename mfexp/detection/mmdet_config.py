@@ -5,13 +5,19 @@ Rules (so a Hydra detector file only states differences):
   (or nested mappings) merged with mmengine's ``Config.merge_from_dict`` (``a.0.b`` indexes lists).
 - The class count, datasets, batch size and iteration count always come from the run (data files, ``batch_size``
   as the *total* over devices, ``max_iters``); ``pretrained`` sets the backbone's ``init_cfg``.
-- LR schedules given in epochs are mapped onto ``max_iters`` (one epoch = ``max_iters / train_cfg.max_epochs``
-  iterations), the way mmengine's ``build_iter_from_epoch`` converts them.
+- The run's length is ``epochs`` or ``max_iters`` (exactly one of them set; Lightning drives the loop with
+  ``max_steps``, so the config always holds an ``IterBasedTrainLoop``). ``epochs`` counts passes over the
+  repeat-factor-expanded training set (``len(ClassBalancedDataset)``, real + synthetic, as mmengine's
+  ``EpochBasedTrainLoop`` counts them): ``max_iters = epochs x ceil(len / batch_size)``, so the run grows with the
+  synthetic set. LR schedules given in epochs are mapped onto iterations (one epoch = ``max_iters / epochs``, or
+  ``max_iters / train_cfg.max_epochs`` of the base config when the run is given in iterations), the way mmengine's
+  ``build_iter_from_epoch`` converts them.
 - mmdet's ``AspectRatioBatchSampler`` becomes ``EpochAspectRatioBatchSampler`` (safe in Lightning's epoch loop).
 - YAML has no tuples: ``scale``/``scales`` in pipelines are turned back into tuples.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -50,7 +56,8 @@ def _iteration_schedules(schedulers: list, max_iters: int, max_epochs: int | Non
                 raise ValueError(f"param_scheduler {s.type} is epoch-based but train_cfg has no max_epochs")
             epoch = max_iters / max_epochs
             s.begin = round(s.get("begin", 0) * epoch)
-            s.end = round(min(s.get("end", max_epochs), max_epochs) * epoch)
+            end = s.get("end") if s.get("end") is not None else max_epochs   # null end: the whole run
+            s.end = round(min(end, max_epochs) * epoch)
             if "milestones" in s:
                 s.milestones = [round(m * epoch) for m in s.milestones]
             s.by_epoch = False
@@ -58,8 +65,46 @@ def _iteration_schedules(schedulers: list, max_iters: int, max_epochs: int | Non
     return out
 
 
+def run_length(det: DictConfig, train_size: int | None = None) -> tuple[int, int | None]:
+    """``(iterations, epochs)`` of the run: ``detector.max_iters`` iterations (epochs None), or ``detector.epochs``
+    passes over ``train_size`` samples (the repeat-factor-expanded training set) in batches of
+    ``detector.batch_size`` (the total over devices; mmengine's samplers give every rank
+    ``ceil(ceil(len / world) / (batch / world)) = ceil(len / batch)`` batches per epoch)."""
+    epochs, max_iters = det.get("epochs"), det.get("max_iters")
+    if (epochs is None) == (max_iters is None):
+        raise ValueError(f"detector.epochs={epochs} and detector.max_iters={max_iters}: set exactly one, the other "
+                         "null (e.g. detector.epochs=null detector.max_iters=1000)")
+    if epochs is None:
+        if int(max_iters) < 1:
+            raise ValueError(f"detector.max_iters={max_iters} must be >= 1")
+        return int(max_iters), None
+    if int(epochs) < 1:
+        raise ValueError(f"detector.epochs={epochs} must be >= 1")
+    if train_size is None:
+        raise ValueError("detector.epochs needs the training set's size (train_size)")
+    if train_size < 1:
+        raise ValueError("the training set is empty (no image with annotations): nothing to train on")
+    return int(epochs) * math.ceil(train_size / int(det.batch_size)), int(epochs)
+
+
+def train_set_size(dataset_cfg) -> int:
+    """Length of the training set an MMDetection ``train_dataloader.dataset`` config describes (with repeat-factor
+    sampling: the expanded length, ``len(ClassBalancedDataset)``), by building it: annotations are read, images
+    are not."""
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+
+    from mfexp.detection import datasets as _datasets  # noqa: F401  (registers MfexpLVISDataset & co.)
+
+    register_all_modules()   # sets mmdet as the default scope, as mfexp.detection.module does
+    node = ConfigDict(dataset_cfg)
+    while node.get("type") == "MultiImageMixDataset":   # mixing wrappers keep the length of what they wrap
+        node = ConfigDict(node.dataset)
+    return len(DATASETS.build(node))
+
+
 def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synthetic: dict | None = None,
-                    world_size: int = 1) -> Config:
+                    world_size: int = 1, *, train_size: int | None = None, training: bool = True) -> Config:
     """Build the run's MMDetection config.
 
     Args:
@@ -68,6 +113,10 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         classes: class names in label order (sorted category ids).
         synthetic: ``dict(json=..., images=...)`` of a synthetic set to merge into training, or None.
         world_size: number of training processes (the total batch size is split over them).
+        train_size: with ``detector.epochs``, the repeat-factor-expanded training set's length if known; None
+            builds the training set once to measure it (``train_set_size``).
+        training: False for evaluation: the config has no training parts (``train_dataloader``, ``train_cfg``,
+            ``param_scheduler``, ``optim_wrapper``), so nothing about the training data is read or checked.
     """
     cfg = Config.fromfile(base_config_path(det.base))
     overrides = OmegaConf.to_container(det.get("overrides") or {}, resolve=True)
@@ -80,9 +129,6 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
     pretrained = det.get("pretrained")
     cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=pretrained) if pretrained else None
 
-    max_epochs = cfg.get("train_cfg", {}).get("max_epochs")
-    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=int(det.max_iters), val_interval=int(det.max_iters))
-    cfg.param_scheduler = _iteration_schedules(cfg.param_scheduler, int(det.max_iters), max_epochs)
     _tuples(cfg.train_pipeline)
     _tuples(cfg.test_pipeline)
 
@@ -111,6 +157,11 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         loader.batch_sampler.type = "EpochAspectRatioBatchSampler"  # its epoch-safe version (datasets.py)
     workers = int(det.get("num_workers", 0))
     loader.update(batch_size=det.batch_size // world_size, num_workers=workers, persistent_workers=workers > 0)
+    if training:
+        _set_schedule(cfg, det, train_size)
+    else:
+        for key in ("train_dataloader", "train_cfg", "param_scheduler", "optim_wrapper"):
+            cfg.pop(key, None)
 
     for name in ("val_dataloader", "test_dataloader"):
         cfg[name].update(dataset=lvis(files["val_json"], files["val_images"], cfg.test_pipeline, test_mode=True),
@@ -120,3 +171,16 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         cfg[name].ann_file = os.path.abspath(files["val_json"])
     cfg.randomness = dict(seed=None)  # seeds come from the run (cfg.seed)
     return cfg
+
+
+def _set_schedule(cfg: Config, det: DictConfig, train_size: int | None) -> None:
+    """The run's length in iterations (``train_cfg``) and its LR schedule mapped onto iterations; with
+    ``detector.epochs`` also ``mfexp_schedule`` (epochs, iterations per epoch, expanded training set size)."""
+    base_epochs = cfg.get("train_cfg", {}).get("max_epochs")
+    if det.get("epochs") is not None and train_size is None:
+        train_size = train_set_size(cfg.train_dataloader.dataset)
+    max_iters, epochs = run_length(det, train_size)
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
+    cfg.param_scheduler = _iteration_schedules(cfg.param_scheduler, max_iters, epochs or base_epochs)
+    if epochs:
+        cfg.mfexp_schedule = dict(epochs=epochs, iterations_per_epoch=max_iters // epochs, train_size=train_size)

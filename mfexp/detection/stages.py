@@ -1,7 +1,7 @@
 """The ``train`` and ``evaluate`` stages: MMDetection Mask R-CNN under one Lightning Trainer, LVIS metrics.
 
 Config read (besides ``cfg.dataset``, passed to ``mfexp.data.prepare_dataset``):
-``cfg.detector.{name, base, overrides, pretrained, max_iters, batch_size, eval_batch_size, num_workers,
+``cfg.detector.{name, base, overrides, pretrained, epochs | max_iters, batch_size, eval_batch_size, num_workers,
 checkpoint_every, synthetic_repeat, vis_images, vis_score_thr}``, ``cfg.trainer.*`` (Lightning Trainer arguments),
 ``cfg.seed``, ``cfg.evaluate.checkpoint`` (optional: evaluate this checkpoint instead of the run's last.ckpt).
 
@@ -64,8 +64,9 @@ def make_trainer(cfg, run_dir: Path, log_dir: Path | None = None, **kwargs) -> p
 
 
 def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: int = 1,
-                   init_weights: bool = True) -> tuple[DetectorModule, dict]:
-    """Validate the data files and build the LightningModule; returns ``(module, info)`` with the parsed files."""
+                   init_weights: bool = True, training: bool = True) -> tuple[DetectorModule, dict]:
+    """Validate the data files and build the LightningModule; returns ``(module, info)`` with the parsed files.
+    ``training=False`` (evaluation) leaves the training data and schedule out of the MMDetection config."""
     patch_all()
     real = read_lvis_json(files["train_json"], "train annotations")
     val = read_lvis_json(files["val_json"], "val annotations")
@@ -77,7 +78,8 @@ def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: 
         syn = read_lvis_json(synthetic["json"], "synthetic annotations")
         check_same_categories(real, syn, synthetic["json"])
     classes = class_names(real)
-    mm_cfg = detector_config(cfg.detector, files, classes, synthetic if syn else None, world_size)
+    mm_cfg = detector_config(cfg.detector, files, classes, synthetic if syn else None, world_size,
+                             training=training)
     meta = dict(detector=cfg.detector.name, category_ids=sorted(c["id"] for c in real["categories"]))
     module = DetectorModule(mm_cfg, meta, seed=int(cfg.seed), init_weights=init_weights)
     return module, dict(train=real, val=val, synthetic=syn)
@@ -92,9 +94,11 @@ def train(cfg, run_dir) -> dict:
     files = dataset_files(cfg)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=int(det.checkpoint_every), save_last=True,
                                  save_top_k=0)
-    trainer = make_trainer(cfg, run_dir, run_dir / "train", max_steps=int(det.max_iters), callbacks=[checkpoint],
+    trainer = make_trainer(cfg, run_dir, run_dir / "train", max_epochs=-1, callbacks=[checkpoint],
                            default_root_dir=str(run_dir / "train"), num_sanity_val_steps=0)
     module, info = build_detector(cfg, files, synthetic_files(run_dir), trainer.world_size)
+    # the run's length is known once the training set is (detector.epochs: passes over the expanded set)
+    trainer.fit_loop.epoch_loop.max_steps = int(module.mm_cfg.train_cfg.max_iters)
     if trainer.is_global_zero:
         (run_dir / "train").mkdir(parents=True, exist_ok=True)
         module.mm_cfg.dump(str(run_dir / "train" / "config.py"))
@@ -104,7 +108,8 @@ def train(cfg, run_dir) -> dict:
     trainer.save_checkpoint(str(last), weights_only=False)  # the final state, whatever checkpoint_every is
     n_syn = len(info["synthetic"]["images"]) if info["synthetic"] else 0
     return dict(checkpoint=str(last), steps=int(trainer.global_step), seconds=round(time.time() - start, 1),
-                train_images=len(info["train"]["images"]), synthetic_images=n_syn)
+                train_images=len(info["train"]["images"]), synthetic_images=n_syn,
+                max_iters=int(module.mm_cfg.train_cfg.max_iters), **module.mm_cfg.get("mfexp_schedule", {}))
 
 
 def _resumable(last: Path, module: DetectorModule) -> str | None:
@@ -137,7 +142,7 @@ def evaluate(cfg, run_dir) -> dict:
                                 "evaluate.checkpoint=PATH)")
     files = dataset_files(cfg)
     trainer = make_trainer(cfg, run_dir, default_root_dir=str(out_dir))
-    module, info = build_detector(cfg, files, None, trainer.world_size, init_weights=False)
+    module, info = build_detector(cfg, files, None, trainer.world_size, init_weights=False, training=False)
     load_weights(module, str(ckpt))
     start = time.time()
     per_image = _gather([r for batch in trainer.predict(module) for r in batch])
