@@ -103,8 +103,26 @@ def train_set_size(dataset_cfg) -> int:
     return len(DATASETS.build(node))
 
 
+TRAIN_DATA = ("real", "synthetic", "both")
+
+
+def train_datasets(train_data: str, real: dict, synthetic: dict | None, synthetic_repeat: int = 1) -> list[dict]:
+    """The dataset configs the detector trains on, by ``train_data`` (real | synthetic | both)."""
+    if train_data not in TRAIN_DATA:
+        raise ValueError(f"train_data={train_data!r}: choose one of {', '.join(TRAIN_DATA)}")
+    if train_data == "synthetic" and synthetic is None:
+        raise ValueError("train_data=synthetic, but this run has no synthetic set (run the generate stage with an "
+                         "augmenter that makes one, e.g. augmenter=mosaicfusion, or set generate.reuse=RUN_FOLDER)")
+    if synthetic_repeat < 1 and train_data == "synthetic":
+        raise ValueError(f"train_data=synthetic needs detector.synthetic_repeat >= 1, got {synthetic_repeat}")
+    real_part = [real] if train_data in ("real", "both") else []
+    syn_part = [synthetic] * synthetic_repeat if synthetic is not None and train_data != "real" else []
+    return real_part + syn_part
+
+
 def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synthetic: dict | None = None,
-                    world_size: int = 1, *, train_size: int | None = None, training: bool = True) -> Config:
+                    world_size: int = 1, *, train_data: str = "both", train_size: int | None = None,
+                    training: bool = True) -> Config:
     """Build the run's MMDetection config.
 
     Args:
@@ -113,6 +131,8 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         classes: class names in label order (sorted category ids).
         synthetic: ``dict(json=..., images=...)`` of a synthetic set to merge into training, or None.
         world_size: number of training processes (the total batch size is split over them).
+        train_data: what the detector trains on (``TRAIN_DATA``): ``real``, ``synthetic`` (needs ``synthetic``) or
+            ``both`` (real + ``synthetic_repeat`` x synthetic; real only when there is no synthetic set).
         train_size: with ``detector.epochs``, the repeat-factor-expanded training set's length if known; None
             builds the training set once to measure it (``train_set_size``).
         training: False for evaluation: the config has no training parts (``train_dataloader``, ``train_cfg``,
@@ -140,24 +160,21 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         return dict(type="MfexpLVISDataset", data_root="", ann_file=os.path.abspath(ann_file),
                     data_prefix=dict(img=os.path.abspath(images) + os.sep), metainfo=metainfo, pipeline=pipeline, **kw)
 
-    loader = cfg.train_dataloader
-    if loader.dataset.get("type") != "ClassBalancedDataset":
-        raise ValueError(f"{det.base}: expected an LVIS train set wrapped in ClassBalancedDataset (repeat-factor "
-                         f"sampling), got {loader.dataset.get('type')}")
-    real = lvis(files["train_json"], files["train_images"], cfg.train_pipeline,
-                filter_cfg=loader.dataset.dataset.get("filter_cfg"))
-    if synthetic:
-        syn = lvis(synthetic["json"], synthetic["images"], cfg.train_pipeline,
-                   filter_cfg=loader.dataset.dataset.get("filter_cfg"))
-        repeat = int(det.get("synthetic_repeat", 1))
-        loader.dataset.dataset = dict(type="ConcatLVISDataset", datasets=[real] + [syn] * repeat)
-    else:
-        loader.dataset.dataset = real
-    if loader.get("batch_sampler", {}).get("type") == "AspectRatioBatchSampler":
-        loader.batch_sampler.type = "EpochAspectRatioBatchSampler"  # its epoch-safe version (datasets.py)
     workers = int(det.get("num_workers", 0))
-    loader.update(batch_size=det.batch_size // world_size, num_workers=workers, persistent_workers=workers > 0)
     if training:
+        loader = cfg.train_dataloader
+        if loader.dataset.get("type") != "ClassBalancedDataset":
+            raise ValueError(f"{det.base}: expected an LVIS train set wrapped in ClassBalancedDataset (repeat-factor "
+                             f"sampling), got {loader.dataset.get('type')}")
+        filter_cfg = loader.dataset.dataset.get("filter_cfg")
+        real = lvis(files["train_json"], files["train_images"], cfg.train_pipeline, filter_cfg=filter_cfg)
+        syn = lvis(synthetic["json"], synthetic["images"], cfg.train_pipeline, filter_cfg=filter_cfg) \
+            if synthetic else None
+        parts = train_datasets(train_data, real, syn, int(det.get("synthetic_repeat", 1)))
+        loader.dataset.dataset = parts[0] if len(parts) == 1 else dict(type="ConcatLVISDataset", datasets=parts)
+        if loader.get("batch_sampler", {}).get("type") == "AspectRatioBatchSampler":
+            loader.batch_sampler.type = "EpochAspectRatioBatchSampler"  # its epoch-safe version (datasets.py)
+        loader.update(batch_size=det.batch_size // world_size, num_workers=workers, persistent_workers=workers > 0)
         _set_schedule(cfg, det, train_size)
     else:
         for key in ("train_dataloader", "train_cfg", "param_scheduler", "optim_wrapper"):

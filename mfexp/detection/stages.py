@@ -3,7 +3,8 @@
 Config read (besides ``cfg.dataset``, passed to ``mfexp.data.prepare_dataset``):
 ``cfg.detector.{name, base, overrides, pretrained, epochs | max_iters, batch_size, eval_batch_size, num_workers,
 checkpoint_every, synthetic_repeat, vis_images, vis_score_thr}``, ``cfg.trainer.*`` (Lightning Trainer arguments),
-``cfg.seed``, ``cfg.evaluate.checkpoint`` (optional: evaluate this checkpoint instead of the run's last.ckpt).
+``cfg.seed``, ``cfg.train_data`` (real | synthetic | both: what the detector trains on), ``cfg.evaluate.checkpoint``
+(optional: evaluate this checkpoint instead of the run's last.ckpt).
 
 Files: ``train/config.py`` (resolved MMDetection config), ``train/checkpoints/last.ckpt`` (every
 ``checkpoint_every`` steps and at the end; a re-run resumes from it), ``evaluate/predictions.json`` (LVIS results),
@@ -63,6 +64,11 @@ def make_trainer(cfg, run_dir: Path, log_dir: Path | None = None, **kwargs) -> p
                       **kwargs)
 
 
+def train_data(cfg) -> str:
+    """``train_data``: what the detector trains on, real | synthetic | both (default both)."""
+    return str(OmegaConf.select(cfg, "train_data", default="both"))
+
+
 def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: int = 1,
                    init_weights: bool = True, training: bool = True) -> tuple[DetectorModule, dict]:
     """Validate the data files and build the LightningModule; returns ``(module, info)`` with the parsed files.
@@ -79,14 +85,15 @@ def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: 
         check_same_categories(real, syn, synthetic["json"])
     classes = class_names(real)
     mm_cfg = detector_config(cfg.detector, files, classes, synthetic if syn else None, world_size,
-                             training=training)
+                             train_data=train_data(cfg), training=training)
     meta = dict(detector=cfg.detector.name, category_ids=sorted(c["id"] for c in real["categories"]))
     module = DetectorModule(mm_cfg, meta, seed=int(cfg.seed), init_weights=init_weights)
     return module, dict(train=real, val=val, synthetic=syn)
 
 
 def train(cfg, run_dir) -> dict:
-    """Train the detector on the real train set (+ ``run_dir/synthetic`` if present); resumes from last.ckpt."""
+    """Train the detector on the real train set and/or ``run_dir/synthetic`` (``train_data``: both by default, the
+    real set alone when there is no synthetic set); resumes from last.ckpt."""
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "train" / "checkpoints"
     det = cfg.detector
@@ -106,9 +113,11 @@ def train(cfg, run_dir) -> dict:
     start = time.time()
     trainer.fit(module, ckpt_path=_resumable(last, module), weights_only=True)
     trainer.save_checkpoint(str(last), weights_only=False)  # the final state, whatever checkpoint_every is
-    n_syn = len(info["synthetic"]["images"]) if info["synthetic"] else 0
+    used = train_data(cfg)
+    n_real = len(info["train"]["images"]) if used != "synthetic" else 0
+    n_syn = len(info["synthetic"]["images"]) if info["synthetic"] and used != "real" else 0
     return dict(checkpoint=str(last), steps=int(trainer.global_step), seconds=round(time.time() - start, 1),
-                train_images=len(info["train"]["images"]), synthetic_images=n_syn,
+                train_data=used, train_images=n_real, synthetic_images=n_syn,
                 max_iters=int(module.mm_cfg.train_cfg.max_iters), **module.mm_cfg.get("mfexp_schedule", {}))
 
 
