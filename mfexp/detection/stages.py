@@ -45,6 +45,15 @@ def dataset_files(cfg) -> dict:
     return prepare_dataset(cfg.dataset)
 
 
+def novel_ids(cfg, train: dict, val: dict) -> list[int]:
+    """The novel categories of ``dataset.novel``: under ``rare`` those the derived training file lists (rare + held
+    out); under ``held_out`` the files' ``novel_category_ids`` (val's first), else categories without train
+    annotations."""
+    from mfexp.data import novel_protocol
+
+    return novel_category_ids(train, None if novel_protocol(cfg.dataset) == "rare" else val)
+
+
 def synthetic_files(run_dir: Path) -> dict | None:
     """The generate stage's output, if any: ``dict(json=..., images=...)``."""
     ann = Path(run_dir) / "synthetic" / "annotations.json"
@@ -160,7 +169,7 @@ def evaluate(cfg, run_dir) -> dict:
     seconds = round(time.time() - start, 1)
     metrics_path = run_dir / "metrics.json"
     if trainer.is_global_zero:
-        novel = novel_category_ids(info["train"], info["val"])
+        novel = novel_ids(cfg, info["train"], info["val"])
         metrics, per_category = lvis_evaluate(files["val_json"], predictions, novel)
         metrics = {k: metrics[k] for k in HEADLINE} | {k: v for k, v in metrics.items() if k not in HEADLINE}
         metrics.update(num_val_images=len(info["val"]["images"]), num_predictions=len(predictions),
