@@ -4,7 +4,8 @@ Rules (so a Hydra detector file only states differences):
 - ``base`` is ``mmdet::<path under mmdet's configs>`` or a file path; ``overrides`` is a mapping of dotted keys
   (or nested mappings) merged with mmengine's ``Config.merge_from_dict`` (``a.0.b`` indexes lists).
 - The class count, datasets, batch size and iteration count always come from the run (data files, ``batch_size``
-  as the *total* over devices, ``max_iters``); ``pretrained`` sets the backbone's ``init_cfg``.
+  as the *total* over devices, ``max_iters``); ``pretrained`` sets the backbone's ``init_cfg`` (a ``.safetensors`` file of backbone weights is loaded by
+  ``DetectorModule`` instead, every key checked).
 - The run's length is ``epochs`` or ``max_iters`` (exactly one of them set; Lightning drives the loop with
   ``max_steps``, so the config always holds an ``IterBasedTrainLoop``). ``epochs`` counts passes over the
   repeat-factor-expanded training set (``len(ClassBalancedDataset)``, real + synthetic, as mmengine's
@@ -147,7 +148,13 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
     cfg.model.roi_head.bbox_head.num_classes = num_classes
     cfg.model.roi_head.mask_head.num_classes = num_classes
     pretrained = det.get("pretrained")
-    cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=pretrained) if pretrained else None
+    cfg.model.backbone.init_cfg = None
+    if pretrained and str(pretrained).endswith(".safetensors"):
+        if not Path(pretrained).is_file():
+            raise FileNotFoundError(f"detector.pretrained={pretrained}: no such backbone weights file")
+        cfg.mfexp_backbone_weights = os.path.abspath(pretrained)   # loaded by DetectorModule, strictly
+    elif pretrained:
+        cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=pretrained)
 
     _tuples(cfg.train_pipeline)
     _tuples(cfg.test_pipeline)

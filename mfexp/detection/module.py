@@ -47,6 +47,9 @@ class DetectorModule(pl.LightningModule):
             self.model.init_weights()
         finally:
             mm_logger.setLevel(level)
+        weights = self.mm_cfg.get("mfexp_backbone_weights")
+        if weights:
+            load_backbone(self.model.backbone, weights)
 
     # ---------------------------------------------------------------------------------------------------- data
     def train_dataloader(self):
@@ -118,6 +121,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         with atomic_path(path) as tmp:
             super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+def load_backbone(backbone: torch.nn.Module, path: str) -> None:
+    """Backbone weights from a safetensors file (e.g. the toy world's pretrained ResNet); every key must fit."""
+    from safetensors.torch import load_file
+
+    state = load_file(path)
+    own = backbone.state_dict()
+    bad = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if bad:
+        raise ValueError(f"backbone weights {path} do not fit this backbone ({len(bad)} keys differ, e.g. {bad[:3]}); "
+                         "were they trained for another detector.overrides.model.backbone?")
+    backbone.load_state_dict(state)
 
 
 def load_weights(module: DetectorModule, path: str) -> dict:
