@@ -4,16 +4,20 @@
 (relative to the images folder) when present, else from ``coco_url`` (``train2017/xxx.jpg``, as real LVIS v1 files
 have no ``file_name``); class labels follow the *sorted* category ids, so a real and a synthetic file with the same
 category set get the same labels whatever their order; class names come from the file (``metainfo``).
+``MfexpCopyPaste`` is mmdet's ``CopyPaste`` transform with its source index kept inside the dataset.
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
+import random
 from pathlib import Path
 
+from mmcv.transforms.utils import cache_randomness
 from mmdet.datasets import AspectRatioBatchSampler, ConcatDataset, LVISV1Dataset
-from mmdet.registry import DATA_SAMPLERS, DATASETS
+from mmdet.datasets.transforms import CopyPaste
+from mmdet.registry import DATA_SAMPLERS, DATASETS, TRANSFORMS
 
 COCO_URL_PREFIX = "http://images.cocodataset.org/"
 _IMAGE_KEYS = ("id", "height", "width")
@@ -122,3 +126,16 @@ class EpochAspectRatioBatchSampler(AspectRatioBatchSampler):
     def __iter__(self):
         self._aspect_ratio_buckets = [[] for _ in range(2)]
         yield from super().__iter__()
+
+
+@TRANSFORMS.register_module()
+class MfexpCopyPaste(CopyPaste):
+    """mmdet's ``CopyPaste`` (Ghiasi et al. 2021) whose source image is a uniformly drawn index of the wrapped
+    dataset (under ``MultiImageMixDataset``: the repeat-factor-expanded set, so rare objects are pasted more often).
+
+    mmdet 3.3's ``get_indexes`` draws ``random.randint(0, len(dataset))``, which includes ``len(dataset)``: about one
+    sample in ``len(dataset)`` would fail with an IndexError. Required/modified keys: as ``CopyPaste``."""
+
+    @cache_randomness
+    def get_indexes(self, dataset) -> int:
+        return random.randrange(len(dataset))

@@ -14,6 +14,10 @@ Rules (so a Hydra detector file only states differences):
   ``max_iters / train_cfg.max_epochs`` of the base config when the run is given in iterations), the way mmengine's
   ``build_iter_from_epoch`` converts them.
 - mmdet's ``AspectRatioBatchSampler`` becomes ``EpochAspectRatioBatchSampler`` (safe in Lightning's epoch loop).
+- Copy-Paste (``copy_paste`` options, from ``augmenter.copy_paste``) is built as mmdet's simple-copy-paste configs
+  build it: the datasets load with large-scale jitter (``RandomResize`` by ``ratio_range`` of the canvas,
+  ``RandomCrop`` and ``Pad`` to it) in place of the detector's resize step, and ``MultiImageMixDataset`` around the
+  repeat-factor wrapper applies ``CopyPaste`` (``MfexpCopyPaste``) and packs.
 - YAML has no tuples: ``scale``/``scales`` in pipelines are turned back into tuples.
 """
 from __future__ import annotations
@@ -121,9 +125,66 @@ def train_datasets(train_data: str, real: dict, synthetic: dict | None, syntheti
     return real_part + syn_part
 
 
+RESIZE_STEPS = ("Resize", "RandomResize", "RandomChoiceResize")
+# mmdet's CopyPaste defaults, in pixels of its 1024 x 1024 large-scale-jitter canvas
+COPY_PASTE_CANVAS, BBOX_OCCLUDED_THR, MASK_OCCLUDED_THR = 1024, 10, 300
+
+
+def _short_side(step: dict) -> int:
+    """The largest short side a resize step produces (scales are (long, short) pairs in either order)."""
+    if step["type"] == "RandomChoiceResize":
+        return max(min(s) for s in step["scales"])
+    scale = step.get("scale")
+    if scale is None:
+        raise ValueError(f"{step['type']} without a scale: set augmenter.copy_paste.image_size")
+    return min(scale) if isinstance(scale, (list, tuple)) else int(scale)
+
+
+def copy_paste_pipelines(train_pipeline: list, options: dict) -> tuple[list, list, dict]:
+    """``(load_pipeline, mix_pipeline, resolved options)`` for Copy-Paste with large-scale jitter.
+
+    The detector's train pipeline ``[load..., <resize>, <flip...>, PackDetInputs]`` becomes ``[load...,
+    RandomResize, RandomCrop, FilterAnnotations, <flip...>, Pad]`` on each dataset and ``[MfexpCopyPaste,
+    PackDetInputs]`` on ``MultiImageMixDataset``. ``image_size`` (``[h, w]`` of the canvas) null: a square of the
+    resize step's largest short side; null occlusion thresholds: mmdet's (10 px, 300 px at 1024 x 1024) scaled to the
+    canvas (by its side and its area)."""
+    steps = [t["type"] for t in train_pipeline]
+    resize = [i for i, t in enumerate(steps) if t in RESIZE_STEPS]
+    if len(resize) != 1 or steps[-1] != "PackDetInputs" or steps.count("PackDetInputs") != 1:
+        raise ValueError(f"copy-paste needs a train pipeline with one resize step ({', '.join(RESIZE_STEPS)}) and "
+                         f"PackDetInputs last; got {steps}")
+    i = resize[0]
+    size = options.get("image_size") or [_short_side(train_pipeline[i])] * 2
+    h, w = (int(v) for v in size)
+    side = math.sqrt(h * w)
+    lo, hi = (float(v) for v in options.get("ratio_range", (0.1, 2.0)))
+    if not 0 < lo <= hi:
+        raise ValueError(f"augmenter.copy_paste.ratio_range={[lo, hi]} must satisfy 0 < low <= high")
+    bbox_thr = options.get("bbox_occluded_thr")
+    mask_thr = options.get("mask_occluded_thr")
+    resolved = dict(image_size=[h, w], ratio_range=[lo, hi],
+                    max_num_pasted=int(options.get("max_num_pasted", 100)),
+                    bbox_occluded_thr=float(bbox_thr) if bbox_thr is not None
+                    else BBOX_OCCLUDED_THR * side / COPY_PASTE_CANVAS,
+                    mask_occluded_thr=float(mask_thr) if mask_thr is not None
+                    else MASK_OCCLUDED_THR * h * w / COPY_PASTE_CANVAS ** 2,
+                    selected=bool(options.get("selected", True)))
+    jitter = [dict(type="RandomResize", scale=(w, h), ratio_range=(lo, hi), keep_ratio=True),
+              dict(type="RandomCrop", crop_type="absolute_range", crop_size=(h, w), recompute_bbox=True,
+                   allow_negative_crop=True),
+              dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2))]
+    load = [dict(t) for t in train_pipeline[:i]] + jitter + [dict(t) for t in train_pipeline[i + 1:-1]] \
+        + [dict(type="Pad", size=(w, h))]
+    mix = [dict(type="MfexpCopyPaste", max_num_pasted=resolved["max_num_pasted"],
+                bbox_occluded_thr=resolved["bbox_occluded_thr"], mask_occluded_thr=resolved["mask_occluded_thr"],
+                selected=resolved["selected"]),
+           dict(train_pipeline[-1])]
+    return load, mix, resolved
+
+
 def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synthetic: dict | None = None,
-                    world_size: int = 1, *, train_data: str = "both", train_size: int | None = None,
-                    training: bool = True) -> Config:
+                    world_size: int = 1, *, train_data: str = "both", copy_paste: dict | None = None,
+                    train_size: int | None = None, training: bool = True) -> Config:
     """Build the run's MMDetection config.
 
     Args:
@@ -134,6 +195,8 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         world_size: number of training processes (the total batch size is split over them).
         train_data: what the detector trains on (``TRAIN_DATA``): ``real``, ``synthetic`` (needs ``synthetic``) or
             ``both`` (real + ``synthetic_repeat`` x synthetic; real only when there is no synthetic set).
+        copy_paste: Copy-Paste options (``augmenter.copy_paste``: ``image_size, ratio_range, max_num_pasted,
+            bbox_occluded_thr, mask_occluded_thr, selected``), or None for none (``copy_paste_pipelines``).
         train_size: with ``detector.epochs``, the repeat-factor-expanded training set's length if known; None
             builds the training set once to measure it (``train_set_size``).
         training: False for evaluation: the config has no training parts (``train_dataloader``, ``train_cfg``,
@@ -174,11 +237,15 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
             raise ValueError(f"{det.base}: expected an LVIS train set wrapped in ClassBalancedDataset (repeat-factor "
                              f"sampling), got {loader.dataset.get('type')}")
         filter_cfg = loader.dataset.dataset.get("filter_cfg")
-        real = lvis(files["train_json"], files["train_images"], cfg.train_pipeline, filter_cfg=filter_cfg)
-        syn = lvis(synthetic["json"], synthetic["images"], cfg.train_pipeline, filter_cfg=filter_cfg) \
-            if synthetic else None
+        pipeline, mix = cfg.train_pipeline, None
+        if copy_paste:
+            pipeline, mix, cfg.mfexp_copy_paste = copy_paste_pipelines(cfg.train_pipeline, copy_paste)
+        real = lvis(files["train_json"], files["train_images"], pipeline, filter_cfg=filter_cfg)
+        syn = lvis(synthetic["json"], synthetic["images"], pipeline, filter_cfg=filter_cfg) if synthetic else None
         parts = train_datasets(train_data, real, syn, int(det.get("synthetic_repeat", 1)))
         loader.dataset.dataset = parts[0] if len(parts) == 1 else dict(type="ConcatLVISDataset", datasets=parts)
+        if mix:   # CopyPaste draws its source from the repeat-factor-expanded set
+            loader.dataset = dict(type="MultiImageMixDataset", dataset=loader.dataset, pipeline=mix)
         if loader.get("batch_sampler", {}).get("type") == "AspectRatioBatchSampler":
             loader.batch_sampler.type = "EpochAspectRatioBatchSampler"  # its epoch-safe version (datasets.py)
         loader.update(batch_size=det.batch_size // world_size, num_workers=workers, persistent_workers=workers > 0)

@@ -3,8 +3,9 @@
 Config read (besides ``cfg.dataset``, passed to ``mfexp.data.prepare_dataset``):
 ``cfg.detector.{name, base, overrides, pretrained, epochs | max_iters, batch_size, eval_batch_size, num_workers,
 checkpoint_every, synthetic_repeat, vis_images, vis_score_thr}``, ``cfg.trainer.*`` (Lightning Trainer arguments),
-``cfg.seed``, ``cfg.train_data`` (real | synthetic | both: what the detector trains on), ``cfg.evaluate.checkpoint``
-(optional: evaluate this checkpoint instead of the run's last.ckpt).
+``cfg.seed``, ``cfg.train_data`` (real | synthetic | both: what the detector trains on), ``cfg.augmenter.copy_paste``
+(optional: Copy-Paste in the training pipeline), ``cfg.evaluate.checkpoint`` (optional: evaluate this checkpoint
+instead of the run's last.ckpt).
 
 Files: ``train/config.py`` (resolved MMDetection config), ``train/checkpoints/last.ckpt`` (every
 ``checkpoint_every`` steps and at the end; a re-run resumes from it), ``evaluate/predictions.json`` (LVIS results),
@@ -93,8 +94,10 @@ def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: 
         syn = read_lvis_json(synthetic["json"], "synthetic annotations")
         check_same_categories(real, syn, synthetic["json"])
     classes = class_names(real)
+    copy_paste = OmegaConf.select(cfg, "augmenter.copy_paste", default=None)
+    copy_paste = OmegaConf.to_container(copy_paste, resolve=True) if copy_paste else None
     mm_cfg = detector_config(cfg.detector, files, classes, synthetic if syn else None, world_size,
-                             train_data=train_data(cfg), training=training)
+                             train_data=train_data(cfg), copy_paste=copy_paste, training=training)
     meta = dict(detector=cfg.detector.name, category_ids=sorted(c["id"] for c in real["categories"]))
     module = DetectorModule(mm_cfg, meta, seed=int(cfg.seed), init_weights=init_weights)
     return module, dict(train=real, val=val, synthetic=syn)
