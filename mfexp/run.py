@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 STAGE_ORDER = ("generate", "train", "evaluate")
 # the config each stage depends on (together with every earlier stage's)
 STAGE_KEYS = {"generate": ("augmenter", "generator", "dataset", "seed", "generate"),
-              "train": ("detector",),
+              "train": ("detector", "train_data"),
               "evaluate": ("evaluate",)}
 
 

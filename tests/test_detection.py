@@ -271,12 +271,13 @@ def test_paper_detector_config():
     assert cfg.dataset.name == "lvis_v1" and cfg.generator.num_objects == 4
     assert cfg.generator.images_per_category == 25 and cfg.generator.model.path == "CompVis/stable-diffusion-v1-4"
     files = dict(train_json="t.json", train_images="img", val_json="v.json", val_images="img")
-    mm = detector_config(cfg.detector, files, tuple(f"c{i}" for i in range(1203)), world_size=8)
+    mm = detector_config(cfg.detector, files, tuple(f"c{i}" for i in range(1203)), world_size=8,
+                         train_size=160_000)   # 12 epochs of 10,000 iterations (tests/test_recipe.py: the zoo's)
     assert mm.model.roi_head.bbox_head.num_classes == 1203 == mm.model.roi_head.mask_head.num_classes
     assert mm.model.test_cfg.rcnn.max_per_img == 300 and mm.model.test_cfg.rcnn.score_thr == 1e-4
     assert mm.train_dataloader.dataset.oversample_thr == 1e-3 and mm.train_dataloader.batch_size == 2
     assert [s.type for s in mm.param_scheduler] == ["LinearLR", "MultiStepLR"]
-    assert mm.param_scheduler[1].milestones == [60000, 80000] and mm.train_cfg.max_iters == 90000
+    assert mm.param_scheduler[1].milestones == [80000, 110000] and mm.train_cfg.max_iters == 120000
     assert mm.optim_wrapper.optimizer.lr == 0.02
 
 
@@ -285,7 +286,8 @@ def test_lvis_experiment_one_iteration_1203_classes(tmp_path, use_files):
     """The paper's detector (R50-FPN, 1203-class head, LVIS pipeline) trains one step and evaluates on a fixture."""
     files = use_files(make_lvis_fixture(tmp_path / "lvis", num_train=2, num_val=1, num_categories=1203,
                                         with_file_name=False))
-    cfg = compose(["experiment=lvis_mosaicfusion", "detector.pretrained=null", "detector.max_iters=1",
+    cfg = compose(["experiment=lvis_mosaicfusion", "detector.pretrained=null", "detector.epochs=null",
+                   "detector.max_iters=1",
                    "detector.batch_size=1", "detector.num_workers=0", "detector.vis_images=1",
                    "logger=none", "trainer.enable_progress_bar=false"])
     assert stages.train(cfg, tmp_path / "run")["steps"] == 1
