@@ -137,3 +137,29 @@ def test_equal_instances_sweep_holds_the_instance_budget():
     for n, per in ((1, 40), (2, 20), (4, 10)):
         cfg = compose(["+sweep=num_objects_equal_instances", f"generator.num_objects={n}", "seed=0"])
         assert cfg.generator.images_per_category == per and per * n == 40
+
+
+def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
+    """A control run names its source with generate.reuse (a different path per seed); the report must still put
+    the seeds of one setting in one row, paired with the clean runs."""
+    import yaml
+
+    from mfexp.report import report
+
+    def run(name, overrides, ap):
+        d = tmp_path / name
+        (d / ".hydra").mkdir(parents=True)
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"generator": {"corrupt": {"labels": 0.0}}}))
+        (d / "metrics.json").write_text(json.dumps({"AP": ap, "APr": ap}))
+
+    for s in range(3):
+        run(f"clean{s}", [f"seed={s}"], 0.2 + 0.01 * s)
+        run(f"ctl{s}", [f"seed={s}", "generator.corrupt.labels=0.5", f"generate.reuse=/x/runs/seed={s}"],
+            0.15 + 0.01 * s)
+    out = report(tmp_path, tmp_path / "rep", baseline="generator.corrupt.labels=0.0")
+    assert out["swept"] == ["generator.corrupt.labels"]
+    rows = {str(r["generator.corrupt.labels"]): r for r in out["rows"]}
+    assert set(rows) == {"0.0", "0.5"}
+    assert rows["0.5"]["n_pairs"] == 3 and abs(rows["0.5"]["APr_delta"] + 0.05) < 1e-9
+    assert "generate.reuse" not in (tmp_path / "rep" / "summary.csv").read_text().splitlines()[0]
