@@ -163,3 +163,13 @@ def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
     assert set(rows) == {"0.0", "0.5"}
     assert rows["0.5"]["n_pairs"] == 3 and abs(rows["0.5"]["APr_delta"] + 0.05) < 1e-9
     assert "generate.reuse" not in (tmp_path / "rep" / "summary.csv").read_text().splitlines()[0]
+
+
+def test_reuse_path_is_not_part_of_the_run_folder_name():
+    from omegaconf import OmegaConf
+
+    from conftest import compose
+
+    cfg = compose(["+control=labels50", "generate.reuse='outputs/runs/seed=0'", "seed=0"])
+    assert cfg.generate.reuse == "outputs/runs/seed=0"
+    assert OmegaConf.select(cfg, "hydra.run.dir").endswith("runs/control=labels50,seed=0")
