@@ -4,7 +4,7 @@ Every folder below the given ones (symbolic links followed) that holds `.hydra/o
 some runs override and others do not takes, in those others, the value the run actually used (from its
 `.hydra/config.yaml`, or its config-group choice in `.hydra/hydra.yaml`), so runs of different sweeps compare: e.g. the
 `augmenter=mosaicfusion` runs (default N=4) join a `generator.num_objects=1,2` sweep. The *swept keys* are then the
-keys whose values differ between runs, `seed` and `generate.reuse` (a copied synthetic set is the same data) excluded; runs are grouped by their values of the
+keys whose values differ between runs, `seed`, `generate.reuse` (a copied synthetic set is the same data) and the logger/paths keys excluded; runs are grouped by their values of the
 swept keys and each metric of `metrics.json` is summarised over the group (over seeds) as mean, sample standard
 deviation (ddof=1; 0 for a single run) and n. Runs without `metrics.json` are listed as incomplete (and counted per
 group), never dropped silently. Written to DIR (default: the folder itself, `report/`):
@@ -42,7 +42,8 @@ import yaml
 
 METRICS = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")
 PLOT_METRICS = ("APr", "AP")
-IGNORED_KEYS = ("seed", "generate.reuse")   # pairing key; where a synthetic set was copied from (same data)
+# the pairing key; where a synthetic set was copied from (the same data); where results are logged and stored
+IGNORED_KEYS = ("seed", "generate.reuse", "logger", "logger.mode", "logger.enabled", "paths.log_dir", "paths.cache_dir")
 
 
 class ReportError(ValueError):
