@@ -485,21 +485,22 @@ def plot_paired(rows: list[dict], keys: list[str], metrics: list[str], spec: dic
     for m in metrics:
         if not any(r["_diffs"].get(m) for r in compared):
             continue
-        fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(compared) + 2), 4))
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(compared) + 2), 4))
         for i, r in enumerate(compared):
             d = [shown(m, v) for _, v in r["_diffs"].get(m, [])]
             if not d:
                 continue
-            ax.scatter([i + o for o in spread(len(d))], d, s=14, color="C0", alpha=0.7, zorder=3)
+            ax.scatter([i - 0.12 + o / 3 for o in spread(len(d))], d, s=14, color="C0", alpha=0.7, zorder=3)
             mean, low, high = (shown(m, r[f"{m}_{s}"]) for s in ("delta", "ci_low", "ci_high"))
             yerr = None if math.isnan(low) else [[mean - low], [high - mean]]
-            ax.errorbar([i + 0.3], [mean], yerr=yerr, fmt="D", color="C3" if significant(r, m) else "k", capsize=5)
+            ax.errorbar([i + 0.12], [mean], yerr=yerr, fmt="D", color="C3" if significant(r, m) else "k", capsize=5)
         ax.axhline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(compared)))
+        ax.set_xlim(-0.6, len(compared) - 0.4)
         ax.set_xticklabels(["\n".join(f"{k}={r[k]}" for k in keys) for r in compared], fontsize=8)
         ax.set_ylabel(f"Δ {m}{' (AP points)' if is_percent(m) else ''}")
-        ax.set_title(f"{m} minus baseline ({label(spec, spec)}), paired by seed\n"
-                     "dots: seeds; diamond: mean with 95% t-interval (red: excludes 0)", fontsize=9)
+        ax.set_title(f"{m} minus baseline, paired by seed\n({label(spec, spec)})\n"
+                     "dots: seeds; diamond: mean, 95% t-interval (red: excludes 0)", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         path = out / f"{m}_paired.png"
