@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from pycocotools.coco import COCO
 
 from conftest import ROOT, compose
@@ -155,3 +156,73 @@ def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, categories_fil
 def test_unknown_config_key_is_refused(tmp_path, categories_file):
     res = run_cli(overrides(categories_file, "generator.no_such_key=1"), tmp_path)
     assert res.returncode != 0 and "no_such_key" in res.stderr
+
+
+def _decode_generator(tiny_pipe, mode, n=4):
+    extra = [] if mode is None else [f"++generator.decode={mode}"]
+    cfg = compose(["generator/model=tiny_random", f"generator.num_objects={n}", *extra])
+    return MosaicFusionGenerator(tiny_pipe, cfg.generator)
+
+
+def _layout_and_latent(gen, seed=3):
+    from mfexp.mosaicfusion.layout import mosaic_layout
+    g = gen.cfg
+    layout = mosaic_layout(int(g.num_objects), g.region_size, g.overlap, g.jitter, gen.stride,
+                           np.random.default_rng(seed))
+    s = gen.stride
+    latent = torch.randn((1, 4, layout.height // s, layout.width // s), generator=torch.Generator().manual_seed(seed))
+    return layout, latent
+
+
+def _exclusive(layout, r):
+    """Pixels of region r that no other region covers."""
+    cover = np.zeros((len(layout.regions), layout.height, layout.width), bool)
+    for k, reg in enumerate(layout.regions):
+        cover[k, reg.top:reg.bottom, reg.left:reg.right] = True
+    return cover[r] & (cover.sum(0) == 1)
+
+
+def test_decode_default_is_the_canvas_and_unknown_mode_is_refused(tiny_pipe):
+    gen = _decode_generator(tiny_pipe, None)
+    assert gen.decode_mode == "canvas"
+    layout, latent = _layout_and_latent(gen)
+    vae = tiny_pipe.vae
+    with torch.no_grad():
+        whole = vae.decode(latent / vae.config.scaling_factor).sample[0]
+    expected = ((whole.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(gen.decode(latent, layout), expected)
+    with pytest.raises(ValueError, match="generator.decode"):
+        _decode_generator(tiny_pipe, "tiles")
+
+
+def test_decode_by_regions_decodes_each_region_alone(tiny_pipe):
+    """decode=regions: a region's own pixels are its latent crop decoded alone (blended only where regions overlap),
+    so they do not depend on the other regions' content; a whole-canvas decode mixes every region's statistics."""
+    regions, canvas = _decode_generator(tiny_pipe, "regions"), _decode_generator(tiny_pipe, "canvas")
+    layout, latent = _layout_and_latent(regions)
+    image = regions.decode(latent, layout)
+    assert image.shape == (layout.height, layout.width, 3) and image.dtype == np.uint8
+    vae, s = tiny_pipe.vae, regions.stride
+    for r, reg in enumerate(layout.regions):
+        q = reg.latent(s)
+        with torch.no_grad():
+            alone = vae.decode(latent[:, :, q.top:q.bottom, q.left:q.right] / vae.config.scaling_factor).sample[0]
+        alone = ((alone.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
+        own = _exclusive(layout, r)[reg.top:reg.bottom, reg.left:reg.right]
+        got = image[reg.top:reg.bottom, reg.left:reg.right].astype(np.float32)
+        assert own.any() and np.abs(got[own] - alone[own]).max() <= 1
+    # change region 3's latent outside region 0: region 0's own pixels stay with regions, move with the canvas
+    changed = latent.clone()
+    q0, q3 = layout.regions[0].latent(s), layout.regions[3].latent(s)
+    changed[:, :, q0.bottom:q3.bottom, q0.right:q3.right] *= 3.0
+    changed[:, :, q0.bottom:q3.bottom, q0.right:q3.right] += 2.0
+    own0 = _exclusive(layout, 0)
+    assert np.array_equal(regions.decode(changed, layout)[own0], image[own0])
+    assert not np.array_equal(canvas.decode(changed, layout)[own0], canvas.decode(latent, layout)[own0])
+
+
+def test_decode_by_regions_of_a_single_region_is_the_canvas_decode(tiny_pipe):
+    regions, canvas = _decode_generator(tiny_pipe, "regions", n=1), _decode_generator(tiny_pipe, "canvas", n=1)
+    layout, latent = _layout_and_latent(regions)
+    assert len(layout.regions) == 1
+    assert np.array_equal(regions.decode(latent, layout), canvas.decode(latent, layout))
