@@ -219,12 +219,12 @@ def edge_neighbours(rows: int, cols: int, r: int) -> list[int]:
 
 
 def region_records(net, cats, results) -> list[dict]:
-    """One record per region of every kept mosaic: the requested category, the classifier's category on a crop by
+    """One record per region of every kept mosaic (``mosaic``: its place in ``results``): the requested category, the classifier's category on a crop by
     the region's kept mask (``pred``) and by the reference annotator inside the region (``pred_ref``), position,
     size and the requested categories of its edge neighbours."""
     names = [c["name"] for c in cats]
     recs, crops, ref_crops = [], [], []
-    for res in results:
+    for mosaic, res in enumerate(results):
         if not res.kept:
             continue
         rows, cols = grid_of(res.plan.layout)
@@ -233,7 +233,7 @@ def region_records(net, cats, results) -> list[dict]:
             ref[reg.top:reg.bottom, reg.left:reg.right] = segment_saturated(
                 res.image[reg.top:reg.bottom, reg.left:reg.right])
             colour, shape = split_name(res.plan.categories[r]["name"])
-            recs.append({"index": res.plan.index, "n": len(res.plan.layout.regions), "region": r,
+            recs.append({"mosaic": mosaic, "seed": res.plan.seed, "n": len(res.plan.layout.regions), "region": r,
                          "position": position_name(rows, cols, r), "requested": res.plan.categories[r]["name"],
                          "colour": colour, "shape": shape, "size": [reg.height, reg.width],
                          "neighbours": [res.plan.categories[k]["name"] for k in edge_neighbours(rows, cols, r)],
