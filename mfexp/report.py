@@ -1,19 +1,25 @@
-"""`python -m mfexp.report <multirun folder>... [--out DIR]`: a sweep's run folders -> one table and plots.
+"""`mfexp-report <multirun folder>... [--out DIR]`: a sweep's run folders -> one table and plots.
 
-Every folder below the given ones (symbolic links followed) that holds `.hydra/overrides.yaml` is a run. A key that
+Every folder below the given ones (symbolic links followed) that holds `.hydra/overrides.yaml` is a run; the runs are
+read into a pandas DataFrame, one row per run (`load_runs`), and every table and plot is built from it. A key that
 some runs override and others do not takes, in those others, the value the run actually used (from its
 `.hydra/config.yaml`, or its config-group choice in `.hydra/hydra.yaml`), so runs of different sweeps compare: e.g. the
 `augmenter=mosaicfusion` runs (default N=4) join a `generator.num_objects=1,2` sweep. The *swept keys* are then the
-keys whose values differ between runs, `seed`, `generate.reuse` (a copied synthetic set is the same data) and the logger/paths keys excluded; runs are grouped by their values of the
-swept keys and each metric of `metrics.json` is summarised over the group (over seeds) as mean, sample standard
-deviation (ddof=1; 0 for a single run) and n. Runs without `metrics.json` are listed as incomplete (and counted per
-group), never dropped silently. Written to DIR (default: the folder itself, `report/`):
+keys whose values differ between runs, `seed`, `generate.reuse` (a copied synthetic set is the same data) and the
+logger/paths keys excluded; runs are grouped by their values of the swept keys and each metric of `metrics.json` is
+summarised over the group (over seeds) as mean, sample standard deviation (ddof=1; 0 for a single run) and n. A run
+is *complete* with `metrics.json`, *failed* when its folder holds `failed.json` (the stage, exception type, message
+and traceback of the error that stopped it), else *incomplete*; failed and incomplete runs are listed apart and
+counted per group, never averaged nor dropped silently. Rows and categorical bars follow the config order of each
+key's values (the order the sweep lists them, then first seen), numeric keys ascend. Written to DIR (default: the
+folder itself, `report/`):
 
-    summary.csv, summary.md     one row per group: swept keys, n, incomplete, <metric>_mean, <metric>_std
-    runs.csv                    one row per run: folder, status, swept keys, seed, metrics, seconds per stage
+    summary.csv, summary.md     one row per group: swept keys, n, incomplete, failed, <metric>_mean, <metric>_std
+    runs.csv                    one row per run: folder, status, swept keys, seed, metrics, seconds per stage, failure
     <metric>_vs_<key>.png       a numeric swept key: metric vs key with error bars (one line per other-key setting)
     <metric>_by_<key>.png       a categorical swept key: grouped bars with error bars
     <metric>_paired.png         with --baseline: each row's per-seed differences from its baseline, mean and 95% CI
+(every plot shows the seeds as dots).
 
 `--baseline KEY=VALUE` (repeat it, or join pairs with commas: `--baseline augmenter=none,generator.num_objects=4`)
 names the baseline: the groups whose values of those swept keys match. A row is compared with the baseline
@@ -24,9 +30,13 @@ metric, `<metric>_delta` (mean of d), `<metric>_ci_low`, `<metric>_ci_high` (the
 mean ± t(0.975, n-1) * sd(d) / sqrt(n); empty below 2 pairs), plus `n_pairs` and `baseline` (the row compared with,
 `(this row)` for a baseline row, whose delta cells stay empty).
 
-Units: metrics.json holds lvis-api fractions (0.226 = 22.6 AP); the CSVs keep them as they are, summary.md and the
-plots show AP/AR metrics in % (x100, one decimal).
+`--paper conf/paper/<sweep>.yaml` adds the paper's numbers for one swept key: dashed reference lines in the plots and
+a table in summary.md (the file: `source`, `key`, `values: {swept value: {metric: AP in %}}`).
+
+Units: metrics.json holds lvis-api fractions (0.226 = 22.6 AP); everything the report writes (CSVs, summary.md,
+plots) shows AP/AR metrics in % (x100; one decimal in summary.md), other metrics as they are.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +47,17 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import yaml
 
 METRICS = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")
 PLOT_METRICS = ("APr", "AP")
 # the pairing key; where a synthetic set was copied from (the same data); where results are logged and stored
 IGNORED_KEYS = ("seed", "generate.reuse", "logger", "logger.mode", "logger.enabled", "paths.log_dir", "paths.cache_dir")
+DEFAULT = "(default)"  # a key's value in a run that neither overrode it nor records it
+FAILURE = ("stage", "type", "message")  # the failed.json fields the report shows
 
 
 class ReportError(ValueError):
@@ -51,19 +65,25 @@ class ReportError(ValueError):
 
 
 @dataclass
-class Run:
-    path: Path
-    overrides: dict                       # key -> value string, as given on the command line (no + / ++ prefix)
-    metrics: dict | None                  # None: incomplete
-    stage_times: dict = field(default_factory=dict)
-    wandb: str | None = None              # the offline wandb run folder, when there is one
+class Runs:
+    """The run folders as one DataFrame (columns: run, status, the override keys, the metrics, seconds_<stage>,
+    wandb, failed_<field>) and what its columns are."""
+
+    frame: pd.DataFrame
+    keys: list[str]  # override keys, first seen first
+    metrics: list[str]  # numeric metrics.json keys: METRICS first
+    stages: list[str]
+    orders: dict[str, list[str]] = field(default_factory=dict)  # a key's values in the order its sweep lists them
 
     @property
-    def complete(self) -> bool:
-        return self.metrics is not None
+    def done(self) -> pd.DataFrame:
+        return self.frame[self.frame["status"] == "complete"]
 
 
-def parse_overrides(lines: list[str]) -> dict:
+# ------------------------------------------------------------------------------------------------ reading runs
+
+
+def parse_overrides(lines: list[str]) -> dict[str, str]:
     """Hydra override strings -> {key: value string}; `+key=v`/`++key=v` count as `key=v`, deletions are skipped."""
     out = {}
     for line in lines:
@@ -75,25 +95,29 @@ def parse_overrides(lines: list[str]) -> dict:
     return out
 
 
-def load_run(path: Path) -> Run:
-    overrides = parse_overrides(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or [])
-    metrics = None
-    if (path / "metrics.json").is_file():
-        try:
-            metrics = json.loads((path / "metrics.json").read_text())
-        except json.JSONDecodeError:
-            metrics = None
-    times = {}
-    if (path / "stage_times.json").is_file():
-        try:
-            times = json.loads((path / "stage_times.json").read_text())
-        except json.JSONDecodeError:
-            times = {}
+def read_json(path: Path) -> dict | None:
+    """A JSON object from a file; None when the file is missing or unreadable (a run stopped while writing it)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_yaml(path: Path) -> dict:
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """One run folder: its overrides, metrics (None: not complete), seconds per stage, wandb folder, failure."""
     wandb_runs = sorted((path / "wandb").glob("offline-run-*")) if (path / "wandb").is_dir() else []
-    return Run(path, overrides, metrics, times, str(wandb_runs[-1]) if wandb_runs else None)
+    return {"path": path, "overrides": parse_overrides(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text())
+                                                       or []),
+            "metrics": read_json(path / "metrics.json"), "stage_times": read_json(path / "stage_times.json") or {},
+            "wandb": str(wandb_runs[-1]) if wandb_runs else "", "failure": read_json(path / "failed.json")}
 
 
-def find_runs(*folders: str | Path) -> list[Run]:
+def run_folders(*folders: str | Path) -> list[Path]:
     """Every run folder (one with `.hydra/overrides.yaml`) below the folders, links followed, once each, by path."""
     paths: dict[Path, Path] = {}
     for folder in map(Path, folders):
@@ -102,15 +126,12 @@ def find_runs(*folders: str | Path) -> list[Run]:
         for root, _, files in os.walk(folder, followlinks=True):
             if Path(root).name == ".hydra" and "overrides.yaml" in files:
                 paths.setdefault(Path(root).parent.resolve(), Path(root).parent)
-    runs = [load_run(p) for p in sorted(paths.values())]
-    if not runs:
-        raise ReportError(f"no run folders below {', '.join(map(str, folders))} "
-                          "(a run folder holds .hydra/overrides.yaml)")
-    fill_missing_keys(runs)
-    return runs
+    if not paths:
+        raise ReportError(f"no run folders below {', '.join(map(str, folders))} (a run folder holds .hydra/overrides.yaml)")
+    return sorted(paths.values())
 
 
-def override_string(value) -> str:
+def override_string(value: Any) -> str:
     """A config value written the way it is given on the command line (4, 0.5, true, null, [8,4], mosaicfusion)."""
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(override_string(v) for v in value) + "]"
@@ -123,11 +144,10 @@ def resolved_value(path: Path, key: str) -> str | None:
     """The value a run used for an override key it did not give: its config-group choice or its config value."""
     from omegaconf import OmegaConf
 
-    hydra_file, config_file = path / ".hydra" / "hydra.yaml", path / ".hydra" / "config.yaml"
-    if hydra_file.is_file():
-        choices = (yaml.safe_load(hydra_file.read_text()) or {}).get("hydra", {}).get("runtime", {}).get("choices", {})
-        if key in choices:
-            return override_string(choices[key])
+    choices = read_yaml(path / ".hydra" / "hydra.yaml").get("hydra", {}).get("runtime", {}).get("choices", {})
+    if key in choices:
+        return override_string(choices[key])
+    config_file = path / ".hydra" / "config.yaml"
     if config_file.is_file():
         try:
             found = OmegaConf.select(OmegaConf.load(config_file), key, default=None, throw_on_missing=False)
@@ -140,25 +160,91 @@ def resolved_value(path: Path, key: str) -> str | None:
     return None
 
 
-def fill_missing_keys(runs: list[Run]) -> None:
-    """Give every run a value for every key some run overrides (see the module docstring); None if unknowable."""
-    keys = {k for r in runs for k in r.overrides}
+def fill_missing_keys(runs: list[dict]) -> None:
+    """Give every run a value for every key some run overrides (see the module docstring); none if unknowable."""
+    keys = {k for r in runs for k in r["overrides"]}
     for run in runs:
-        for key in sorted(keys - set(run.overrides)):
-            value = resolved_value(run.path, key)
+        for key in sorted(keys - set(run["overrides"])):
+            value = resolved_value(run["path"], key)
             if value is not None:
-                run.overrides[key] = value
+                run["overrides"][key] = value
 
 
-def swept_keys(runs: list[Run], ignore=IGNORED_KEYS) -> list[str]:
+def sweep_orders(path: Path) -> dict[str, list[str]]:
+    """The values of each key a run's sweep varies, in the order the sweep lists them: `hydra.sweeper.params` of the
+    run's `.hydra/hydra.yaml`, and the sweep's `multirun.yaml` (its params and its command-line sweep overrides)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    texts = []
+    for file in (path / ".hydra" / "hydra.yaml", path.parent / "multirun.yaml"):
+        hydra = read_yaml(file).get("hydra") or {}
+        texts += [f"{k}={v}" for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()]
+        if file.name == "multirun.yaml":
+            texts += [str(t) for t in (hydra.get("overrides") or {}).get("task") or []]
+    parser, orders = OverridesParser.create(), {}
+    for text in texts:
+        try:
+            (override,) = parser.parse_overrides([text])
+            if override.is_sweep_override():
+                orders.setdefault(override.get_key_element().lstrip("+~"), list(override.sweep_string_iterator()))
+        except Exception:  # a sweep the parser cannot list (glob): first-seen order
+            continue
+    return orders
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def is_percent(metric: str) -> bool:
+    """AP/AR metrics (lvis-api fractions in metrics.json) are shown in %."""
+    return metric.removeprefix("bbox_").startswith(("AP", "AR"))
+
+
+def load_runs(*folders: str | Path) -> Runs:
+    """Every run below the folders as one DataFrame row: run, status (complete / failed / incomplete), each override
+    key (filled in as the module docstring says; DEFAULT where unknown), each metric (AP/AR in %), seconds_<stage>,
+    wandb, failed_stage / failed_type / failed_message."""
+    runs = [read_run(p) for p in run_folders(*folders)]
+    fill_missing_keys(runs)
+    keys: list[str] = []
+    stages: list[str] = []
+    for r in runs:
+        keys += [k for k in r["overrides"] if k not in keys]
+        stages += [s for s in r["stage_times"] if s not in stages]
+    present = {k for r in runs if r["metrics"] for k, v in r["metrics"].items() if is_number(v)}
+    metrics = [k for k in METRICS if k in present] + sorted(present - set(METRICS))
+    records = []
+    for r in runs:
+        status = "failed" if r["failure"] is not None else "complete" if r["metrics"] is not None else "incomplete"
+        values = r["metrics"] or {}
+        record: dict[str, Any] = {"run": str(r["path"]), "status": status}
+        record.update({k: r["overrides"].get(k, DEFAULT) for k in keys})
+        record.update({m: (100 if is_percent(m) else 1) * float(values[m]) if is_number(values.get(m)) else math.nan
+                       for m in metrics})
+        record.update({f"seconds_{s}": r["stage_times"].get(s, math.nan) for s in stages})
+        record["wandb"] = r["wandb"]
+        record.update({f"failed_{f}": str((r["failure"] or {}).get(f, "")) for f in FAILURE})
+        records.append(record)
+    listed: dict[str, list[str]] = {}
+    for r in runs:
+        for key, sweep in sweep_orders(r["path"]).items():
+            listed.setdefault(key, sweep)
+    frame = pd.DataFrame.from_records(records, columns=["run", "status", *keys, *metrics,
+                                                        *(f"seconds_{s}" for s in stages), "wandb",
+                                                        *(f"failed_{f}" for f in FAILURE)])
+    return Runs(frame, keys, metrics, stages, listed)
+
+
+# ------------------------------------------------------------------------------------------------ grouping
+
+
+def swept_keys(runs: Runs, ignore: tuple[str, ...] = IGNORED_KEYS) -> list[str]:
     """Override keys whose value differs between runs (a key missing in some runs counts as differing)."""
-    keys = []
-    for run in runs:
-        keys += [k for k in run.overrides if k not in keys]
-    return [k for k in keys if k not in ignore and len({r.overrides.get(k) for r in runs}) > 1]
+    return [k for k in runs.keys if k not in ignore and runs.frame[k].nunique() > 1]
 
 
-def typed(value: str | None):
+def typed(value: str | None) -> Any:
     """An override value as YAML reads it (4 -> int, 0.5 -> float, [0,0] -> list); None stays None."""
     if value is None:
         return None
@@ -168,18 +254,38 @@ def typed(value: str | None):
         return value
 
 
-def is_numeric(values) -> bool:
-    vals = [typed(v) for v in values if v is not None]
+def is_numeric(values: list[str]) -> bool:
+    vals = [typed(v) for v in values]
     return bool(vals) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals)
 
 
-def sort_key(value: str | None):
+def same(a: str, b: str) -> bool:
+    """Two override values are the same setting (`0.5` and `0.50`, `[8,4]` and `[8, 4]` are; `true` and `1` not)."""
+    x, y = typed(str(a)), typed(str(b))
+    return str(a) == str(b) or (x == y and isinstance(x, bool) == isinstance(y, bool))
+
+
+def sort_key(value: str) -> tuple[int, float, str]:
     v = typed(value)
-    if v is None:
+    if value == DEFAULT or v is None:
         return (0, 0, "")
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return (1, float(v), "")
     return (2, 0, str(value))
+
+
+def value_order(values: list[str], listed: list[str]) -> list[str]:
+    """A key's values in config order: DEFAULT first; numbers ascending; else as the sweep lists them, then the
+    others in the order given (first seen)."""
+    values = list(dict.fromkeys(values))
+    if is_numeric([v for v in values if v != DEFAULT]):
+        return sorted(values, key=sort_key)
+    rank = {v: next((i for i, s in enumerate(listed) if same(v, s)), len(listed)) for v in values}
+    return sorted(values, key=lambda v: (v != DEFAULT, rank[v]))  # sorted() is stable: first seen among the rest
+
+
+def orders(runs: Runs, keys: list[str]) -> dict[str, list[str]]:
+    return {k: value_order(list(runs.frame[k]), runs.orders.get(k, [])) for k in keys}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -191,49 +297,38 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def metric_keys(runs: list[Run]) -> list[str]:
-    present = {k for r in runs if r.complete for k, v in r.metrics.items() if isinstance(v, (int, float))}
-    return [k for k in METRICS if k in present] + sorted(present - set(METRICS))
-
-
-def is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
-
-
-def is_percent(metric: str) -> bool:
-    """AP/AR metrics (lvis-api fractions in metrics.json) are shown in % in summary.md and the plots."""
-    return metric.removeprefix("bbox_").startswith(("AP", "AR"))
-
-
-def shown(metric: str, x: float) -> float:
-    return 100 * x if is_percent(metric) else x
-
-
-def summarise(runs: list[Run], keys: list[str], metrics: list[str]) -> list[dict]:
-    """One row per setting of the swept keys: the key values, n (complete runs), incomplete, seeds, mean/std
-    (and, not written out, `_runs`: the complete runs)."""
-    groups: dict[tuple, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(tuple(run.overrides.get(k) for k in keys), []).append(run)
+def summarise(runs: Runs, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """One row per setting of the swept keys, in config order: the key values, n (complete runs), incomplete,
+    failed, seeds, <metric>_mean/_std over the complete runs."""
+    frame = runs.frame
+    settings = list(zip(*(frame[k] for k in keys))) if keys else [()] * len(frame)
+    ranks = {k: {v: i for i, v in enumerate(vs)} for k, vs in orders(runs, keys).items()}
     rows = []
-    for setting in sorted(groups, key=lambda s: tuple(sort_key(v) for v in s)):
-        members = groups[setting]
-        done = [r for r in members if r.complete]
-        row = {k: ("(default)" if v is None else v) for k, v in zip(keys, setting)}
+    for setting in dict.fromkeys(settings):
+        group = frame[[s == setting for s in settings]]
+        done = group[group["status"] == "complete"]
+        row: dict[str, Any] = dict(zip(keys, setting))
         row["n"] = len(done)
-        row["incomplete"] = len(members) - len(done)
-        row["seeds"] = " ".join(sorted((r.overrides.get("seed", "-") for r in done), key=sort_key))
+        row["incomplete"] = int((group["status"] == "incomplete").sum())
+        row["failed"] = int((group["status"] == "failed").sum())
+        row["seeds"] = " ".join(sorted(done["seed"] if "seed" in done else ["-"] * len(done), key=sort_key))
         for m in metrics:
-            vals = [float(r.metrics[m]) for r in done if isinstance(r.metrics.get(m), (int, float))]
-            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(vals)
-        row["_runs"] = done
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(list(done[m].dropna()))
         rows.append(row)
-    return rows
+    rows.sort(key=lambda row: [ranks[k][row[k]] for k in keys])
+    return pd.DataFrame(rows)
+
+
+def members(runs: Runs, row: pd.Series, keys: list[str]) -> pd.DataFrame:
+    """The complete runs of a summary row."""
+    done = runs.done
+    return done[(done[keys] == row[keys]).all(axis=1)] if keys else done
 
 
 # ------------------------------------------------------------------------------------------------ paired statistics
 
-def parse_baseline(specs) -> dict:
+
+def parse_baseline(specs: str | list[str] | None) -> dict[str, str]:
     """`--baseline` values -> {key: value}: KEY=VALUE, several joined by commas or given by repeating the option.
     A comma splits only before another `KEY=`, so list values such as `[8,4]` stay whole."""
     spec = {}
@@ -248,48 +343,44 @@ def parse_baseline(specs) -> dict:
     return spec
 
 
-def same(a: str, b: str) -> bool:
-    """Two override values are the same setting (`0.5` and `0.50`, `[8,4]` and `[8, 4]` are; `true` and `1` not)."""
-    x, y = typed(str(a)), typed(str(b))
-    return str(a) == str(b) or (x == y and isinstance(x, bool) == isinstance(y, bool))
-
-
-def label(row: dict, keys) -> str:
+def label(row: Any, keys: Any) -> str:
     return ",".join(f"{k}={row[k]}" for k in keys)
 
 
-def assign_baselines(rows: list[dict], keys: list[str], spec: dict) -> None:
-    """row["_base"]: the row each row is compared with (None for a baseline row itself); see the module docstring."""
+def assign_baselines(summary: pd.DataFrame, keys: list[str], spec: dict[str, str]) -> list[int | None]:
+    """Per summary row, the index of the row it is compared with (None for a baseline row); see the module
+    docstring."""
     unknown = [k for k in spec if k not in keys]
     if unknown:
         raise ReportError(f"--baseline names {', '.join(unknown)}, not a swept key "
                           f"(swept: {', '.join(keys) or 'nothing'})")
-    bases = [r for r in rows if all(same(r[k], v) for k, v in spec.items())]
+    bases = [i for i, row in summary.iterrows() if all(same(row[k], v) for k, v in spec.items())]
     if not bases:
-        seen = "; ".join(f"{k}: {', '.join(sorted({r[k] for r in rows}, key=sort_key))}" for k in spec)
+        seen = "; ".join(f"{k}: {', '.join(sorted(set(summary[k]), key=sort_key))}" for k in spec)
         raise ReportError(f"--baseline {label(spec, spec)}: no group has these values (values seen: {seen})")
     others = [k for k in keys if k not in spec]
-    for row in rows:
-        if any(row is b for b in bases):
-            row["_base"] = None
+    out: list[int | None] = []
+    for i, row in summary.iterrows():
+        if i in bases:
+            out.append(None)
             continue
-        match = bases if len(bases) == 1 else [b for b in bases if all(b[k] == row[k] for k in others)]
+        match = bases if len(bases) == 1 else [b for b in bases if all(summary.at[b, k] == row[k] for k in others)]
         if not match:
             raise ReportError(f"no baseline for the row {label(row, keys)}: --baseline {label(spec, spec)} matches "
                               f"{len(bases)} groups and none has the row's {label(row, others)}; "
                               "name more keys in --baseline")
-        row["_base"] = match[0]
-
-
-def by_seed(row: dict, keys: list[str]) -> dict:
-    out = {}
-    for run in row["_runs"]:
-        seed = run.overrides.get("seed")
-        if seed in out:
-            raise ReportError(f"{label(row, keys)}: two complete runs with seed={seed} ({out[seed].path}, {run.path}); "
-                              "pairing by seed needs one run per seed and setting")
-        out[seed] = run
+        out.append(match[0])
     return out
+
+
+def by_seed(runs: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame:
+    """A row's complete runs indexed by seed (one run per seed, or an error)."""
+    twice = runs[runs["seed"].duplicated(keep=False)]
+    if len(twice):
+        first, second = twice["run"].iloc[:2]
+        raise ReportError(f"{label(row, keys)}: two complete runs with seed={twice['seed'].iloc[0]} ({first}, "
+                          f"{second}); pairing by seed needs one run per seed and setting")
+    return runs.set_index("seed")
 
 
 def t_interval(d: list[float]) -> tuple[float, float, float]:
@@ -304,168 +395,203 @@ def t_interval(d: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def pair(rows: list[dict], keys: list[str], metrics: list[str], spec: dict) -> None:
-    """Per row: `baseline`, `n_pairs` (seeds complete in the row and its baseline), and per metric the per-seed
-    differences (`_diffs[metric]`: [(seed, d)]), `<metric>_delta`, `<metric>_ci_low`, `<metric>_ci_high`."""
-    assign_baselines(rows, keys, spec)
-    for row in rows:
-        row["_diffs"] = {}
-        base = row["_base"]
-        if base is None:
-            row["baseline"] = "(this row)"
+def pair(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], spec: dict[str, str]) -> pd.DataFrame:
+    """Adds `baseline`, `n_pairs` (seeds complete in the row and its baseline) and per metric `<metric>_delta`,
+    `_ci_low`, `_ci_high` to the summary; returns the per-seed differences (columns row, seed, metric, d)."""
+    if "seed" not in runs.frame:
+        raise ReportError("--baseline pairs runs by seed, and no run names its seed")
+    bases = assign_baselines(summary, keys, spec)
+    summary["baseline"] = [label(summary.loc[b], keys) if b is not None else "(this row)" for b in bases]
+    summary["n_pairs"] = pd.array([pd.NA] * len(summary), dtype="Int64")
+    for column in (f"{m}_{s}" for m in metrics for s in ("delta", "ci_low", "ci_high")):
+        summary[column] = math.nan
+    diffs = []
+    for i, b in zip(summary.index, bases):
+        if b is None:
             continue
-        mine, theirs = by_seed(row, keys), by_seed(base, keys)
-        seeds = sorted(set(mine) & set(theirs), key=sort_key)
-        row["baseline"], row["n_pairs"] = label(base, keys), len(seeds)
+        mine = by_seed(members(runs, summary.loc[i], keys), summary.loc[i], keys)
+        theirs = by_seed(members(runs, summary.loc[b], keys), summary.loc[b], keys)
+        seeds = sorted(set(mine.index) & set(theirs.index), key=sort_key)
+        summary.loc[i, "n_pairs"] = len(seeds)
         for m in metrics:
-            diffs = [(s, float(mine[s].metrics[m]) - float(theirs[s].metrics[m])) for s in seeds
-                     if is_number(mine[s].metrics.get(m)) and is_number(theirs[s].metrics.get(m))]
-            row["_diffs"][m] = diffs
-            row[f"{m}_delta"], row[f"{m}_ci_low"], row[f"{m}_ci_high"] = t_interval([d for _, d in diffs])
+            d = (mine.loc[seeds, m] - theirs.loc[seeds, m]).dropna()
+            diffs += [{"row": i, "seed": s, "metric": m, "d": v} for s, v in d.items()]
+            summary.loc[i, [f"{m}_delta", f"{m}_ci_low", f"{m}_ci_high"]] = t_interval(list(d))
+    return pd.DataFrame(diffs, columns=["row", "seed", "metric", "d"])
 
 
-def significant(row: dict, metric: str) -> bool:
+def significant(row: pd.Series, metric: str) -> bool:
     """The 95% interval excludes 0."""
     low, high = row.get(f"{metric}_ci_low", math.nan), row.get(f"{metric}_ci_high", math.nan)
     return not math.isnan(low) and (low > 0 or high < 0)
 
 
+# ------------------------------------------------------------------------------------------------ paper numbers
+
+
+@dataclass
+class Paper:
+    """The paper's numbers for one swept key (a conf/paper/*.yaml file): value -> {metric: AP in %}."""
+
+    source: str
+    key: str
+    values: dict[str, dict[str, float]]
+
+    def find(self, value: str) -> dict[str, float] | None:
+        """The paper's numbers at a swept value (quotes around a string value do not matter)."""
+        return next((n for v, n in self.values.items() if same(v, value) or unquote(v) == unquote(value)), None)
+
+    def at(self, value: str, metric: str) -> float | None:
+        return (self.find(value) or {}).get(metric)
+
+
+def unquote(text: str) -> str:
+    return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
+def load_paper(path: str | Path | None) -> Paper | None:
+    if path is None:
+        return None
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        paper = Paper(str(raw["source"]), str(raw["key"]),
+                      {override_string(v): {str(m): float(x) for m, x in numbers.items()}
+                       for v, numbers in raw["values"].items()})
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ReportError(f"--paper {path}: expected a YAML file with source, key and values: {{value: {{metric: "
+                          f"number}}}} ({type(e).__name__}: {e})") from None
+    return paper
+
+
 # ------------------------------------------------------------------------------------------------ output
 
+
 def fmt(x: float, metric: str | None = None, sign: str = "") -> str:
-    """A number for summary.md: AP/AR metrics in % with one decimal, others with three."""
+    """A number for summary.md: AP/AR metrics (in %) with one decimal, others with three."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    return f"{100 * x:{sign}.1f}" if metric and is_percent(metric) else f"{x:{sign}.3f}"
+    return f"{x:{sign}.1f}" if metric and is_percent(metric) else f"{x:{sign}.3f}"
 
 
-def cell(row: dict, m: str) -> str:
+def cell(row: pd.Series, m: str) -> str:
     """`mean ± std`, with a baseline `; Δ delta [low, high]` (bold when the interval excludes 0)."""
     if not row["n"]:
         return "-"
     text = f"{fmt(row[f'{m}_mean'], m)} ± {fmt(row[f'{m}_std'], m)}"
-    diffs = row.get("_diffs", {}).get(m)
-    if not diffs:
+    delta = row.get(f"{m}_delta", math.nan)
+    if math.isnan(delta):
         return text
-    delta = f"Δ {fmt(row[f'{m}_delta'], m, '+')}"
-    if len(diffs) < 2:
-        return f"{text}; {delta}"
-    delta += f" [{fmt(row[f'{m}_ci_low'], m, '+')}, {fmt(row[f'{m}_ci_high'], m, '+')}]"
-    return f"{text}; **{delta}**" if significant(row, m) else f"{text}; {delta}"
+    shown = f"Δ {fmt(delta, m, '+')}"
+    if math.isnan(row[f"{m}_ci_low"]):
+        return f"{text}; {shown}"
+    shown += f" [{fmt(row[f'{m}_ci_low'], m, '+')}, {fmt(row[f'{m}_ci_high'], m, '+')}]"
+    return f"{text}; **{shown}**" if significant(row, m) else f"{text}; {shown}"
 
 
-def markdown(rows: list[dict], keys: list[str], metrics: list[str], runs: list[Run], folder: str,
-             spec: dict | None = None) -> str:
-    head = keys + ["n"] + (["pairs"] if spec else []) + metrics + ["incomplete"]
+def markdown(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], folder: str,
+             spec: dict[str, str] | None = None, paper: Paper | None = None) -> str:
+    frame = runs.frame
+    failed, incomplete = frame[frame["status"] == "failed"], frame[frame["status"] == "incomplete"]
+    head = keys + ["n"] + (["pairs"] if spec else []) + metrics + ["incomplete"] + (["failed"] if len(failed) else [])
     units = "AP/AR in % (metrics.json's fractions x100)" if any(map(is_percent, metrics)) else ""
     lines = [f"# Sweep report: {folder}", "",
-             f"{sum(r.complete for r in runs)} complete of {len(runs)} runs; swept: {', '.join(keys) or '(nothing)'}; "
+             f"{len(runs.done)} complete of {len(frame)} runs; swept: {', '.join(keys) or '(nothing)'}; "
              f"cells are mean ± std over seeds (sample std, ddof=1){'; ' + units if units else ''}.", ""]
     if spec:
         others = [k for k in keys if k not in spec]
-        several = sum(r["_base"] is None for r in rows) > 1
+        several = (summary["baseline"] == "(this row)").sum() > 1
         own = f"; each row's is the one with its own {', '.join(others)}" if several else ""
         lines += [f"Δ [low, high]: paired difference from the baseline ({label(spec, spec)}{own}), mean over the "
                   "seeds both ran (pairs) with its 95% t-interval, mean ± t(0.975, n-1)·sd/√n (none below 2 pairs);"
                   " **bold**: the interval excludes 0.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for row in rows:
+    for _, row in summary.iterrows():
         cells = [f"`{row[k]}`" for k in keys] + [str(row["n"])]
         if spec:
-            cells.append("baseline" if row["_base"] is None else str(row["n_pairs"]))
+            cells.append("baseline" if row["baseline"] == "(this row)" else str(row["n_pairs"]))
         cells += [cell(row, m) for m in metrics]
-        cells.append(str(row["incomplete"]))
+        cells += [str(row["incomplete"])] + ([str(row["failed"])] if len(failed) else [])
         lines.append("| " + " | ".join(cells) + " |")
-    incomplete = [r for r in runs if not r.complete]
-    if incomplete:
+    if paper is not None:
+        shown = [m for m in metrics if any(m in numbers for numbers in paper.values.values())]
+        lines += ["", f"## Paper: {paper.source}", "", f"| {paper.key} | " + " | ".join(shown) + " |",
+                  "|" + "|".join("---" for _ in range(len(shown) + 1)) + "|"]
+        lines += [f"| `{v}` | " + " | ".join(fmt(numbers.get(m, math.nan), m) for m in shown) + " |"
+                  for v, numbers in paper.values.items()]
+    if len(failed):
+        lines += ["", f"## Failed runs ({len(failed)}: failed.json)", ""]
+        for _, r in failed.iterrows():
+            message = r["failed_message"].strip().splitlines()[0] if r["failed_message"].strip() else ""
+            lines.append(f"- `{r['run']}`: stage {r['failed_stage'] or '?'}, {r['failed_type'] or '?'}: {message}")
+    if len(incomplete):
         lines += ["", f"## Incomplete runs ({len(incomplete)}: no metrics.json)", ""]
-        for r in incomplete:
-            stages = ", ".join(r.stage_times) or "none"
-            lines.append(f"- `{r.path}` (stages done: {stages})")
+        for _, r in incomplete.iterrows():
+            stages = ", ".join(s for s in runs.stages if not math.isnan(r[f"seconds_{s}"])) or "none"
+            lines.append(f"- `{r['run']}` (stages done: {stages})")
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    from mfexp.lvis_io import atomic_write_bytes, csv_bytes
+def write_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
+    from mfexp.lvis_io import atomic_write_bytes
 
-    atomic_write_bytes(path, csv_bytes(rows, columns))
-
-
-def run_rows(runs: list[Run], keys: list[str], metrics: list[str]) -> tuple[list[dict], list[str]]:
-    stages = []
-    for r in runs:
-        stages += [s for s in r.stage_times if s not in stages]
-    rows = []
-    for r in runs:
-        row = {"run": str(r.path), "status": "complete" if r.complete else "incomplete",
-               "seed": r.overrides.get("seed", ""), "wandb": r.wandb or ""}
-        row.update({k: r.overrides.get(k, "(default)") for k in keys})
-        row.update({m: (r.metrics or {}).get(m, "") for m in metrics})
-        row.update({f"seconds_{s}": r.stage_times.get(s, "") for s in stages})
-        rows.append(row)
-    return rows, ["run", "status", *keys, "seed", *metrics, *(f"seconds_{s}" for s in stages), "wandb"]
+    atomic_write_bytes(path, frame.reindex(columns=columns).to_csv(index=False, lineterminator="\n").encode())
 
 
-def spread(k: int, width: float = 0.3) -> list[float]:
-    """x offsets that spread k per-seed points around their position."""
-    return [(j - (k - 1) / 2) * width / max(k - 1, 1) for j in range(k)]
-
-
-def per_seed(row: dict, m: str) -> list[float]:
-    return [shown(m, float(r.metrics[m])) for r in row["_runs"] if is_number(r.metrics.get(m))]
+def run_columns(runs: Runs, keys: list[str]) -> list[str]:
+    return ["run", "status", *keys, "seed", *runs.metrics,
+            *(f"seconds_{s}" for s in runs.stages), "wandb", *(f"failed_{f}" for f in FAILURE)]
 
 
 def unit(m: str) -> str:
     return " (%)" if is_percent(m) else ""
 
 
-def plot(rows: list[dict], keys: list[str], metrics: list[str], out: Path) -> list[Path]:
-    """metric vs each numeric swept key (error bars), grouped bars for each categorical one; per-seed points."""
+def plot(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], out: Path,
+         paper: Paper | None = None) -> list[Path]:
+    """Metric vs each numeric swept key (mean ± std), grouped bars in config order for each categorical one; the
+    seeds as dots; the paper's numbers as dashed lines."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     written = []
-    rows = [r for r in rows if r["n"]]
+    order = orders(runs, keys)
     for key in keys:
         others = [k for k in keys if k != key]
-        series: dict[tuple, list[dict]] = {}
-        for r in rows:
-            series.setdefault(tuple(r[k] for k in others), []).append(r)
-        xs = sorted({r[key] for r in rows}, key=sort_key)
-        numeric = is_numeric([x for x in xs if x != "(default)"]) and "(default)" not in xs
+        xs = [x for x in order[key] if x in set(summary.loc[summary["n"] > 0, key])]
+        numeric = DEFAULT not in xs and is_numeric(xs)
+        series = [label(r, others) for _, r in summary[summary["n"] > 0].iterrows()] if others else []
+        hue_order = list(dict.fromkeys(series)) or None
+        data = runs.done.assign(_series=[label(r, others) for _, r in runs.done.iterrows()] if others else "",
+                                _x=lambda d: [float(typed(x)) if numeric else x for x in d[key]])
         for m in metrics:
-            if not any(not math.isnan(r[f"{m}_mean"]) for r in rows):
+            if data[m].isna().all():
                 continue
             fig, ax = plt.subplots(figsize=(6, 4))
-            width = 0.8 / max(len(series), 1)
-            for s, (lab, members) in enumerate(sorted(series.items(), key=lambda kv: [sort_key(v) for v in kv[0]])):
-                members = sorted(members, key=lambda r: sort_key(r[key]))
-                name = ", ".join(f"{k}={v}" for k, v in zip(others, lab)) or m
-                means = [shown(m, r[f"{m}_mean"]) for r in members]
-                stds = [shown(m, r[f"{m}_std"]) for r in members]
-                if numeric:
-                    pos = [float(typed(r[key])) for r in members]
-                    ax.errorbar(pos, means, yerr=stds, marker="o", capsize=4, label=name, color=f"C{s}")
-                else:
-                    pos = [xs.index(r[key]) + (s - (len(series) - 1) / 2) * width for r in members]
-                    ax.bar(pos, means, width, yerr=stds, capsize=4, label=name, color=f"C{s}", alpha=0.7)
-                step = 0.5 * width if not numeric else 0.03 * (float(typed(xs[-1])) - float(typed(xs[0])))
-                for x, r in zip(pos, members):
-                    points = per_seed(r, m)
-                    ax.scatter([x + o for o in spread(len(points), step)], points, s=14, color=f"C{s}",
-                               edgecolors="k", linewidths=0.5, zorder=3)
+            hue: dict[str, Any] = dict(hue="_series", hue_order=hue_order) if others else dict(color="C0")
             if numeric:
+                sns.lineplot(data, x="_x", y=m, **hue, marker="o", errorbar="sd", err_style="bars",
+                             err_kws={"capsize": 4}, ax=ax)
+                sns.scatterplot(data, x="_x", y=m, **hue, s=16, edgecolor="k", legend=False, ax=ax, zorder=3)
                 ax.set_xticks([float(typed(x)) for x in xs])
             else:
-                ax.set_xticks(range(len(xs)))
-                ax.set_xticklabels([str(x) for x in xs], rotation=15)
+                sns.barplot(data, x="_x", y=m, order=xs, **hue, errorbar="sd", capsize=0.1, alpha=0.7, ax=ax)
+                sns.stripplot(data, x="_x", y=m, order=xs, **hue, dodge=bool(others), jitter=False, size=4,
+                              edgecolor="k", linewidth=0.5, legend=False, ax=ax)
+                ax.tick_params(axis="x", labelrotation=15)
+            legend = ax.get_legend()  # seaborn's, one entry per other-key setting
+            handles = list(legend.legend_handles) if legend else []
+            labels = [t.get_text() for t in legend.get_texts()] if legend else []
+            if paper is not None and paper.key == key and reference(ax, paper, xs, m, numeric):
+                handles, labels = handles + [ax.get_lines()[-1] if numeric else ax.collections[-1]], labels + ["paper"]
+            if handles:
+                ax.legend(handles, labels, fontsize=8, title=", ".join(others) or None, title_fontsize=8)
             ax.set_xlabel(key)
             ax.set_ylabel(f"{m}{unit(m)}: mean ± std over seeds, dots: seeds")
             ax.set_title(f"{m} vs {key}")
             ax.grid(alpha=0.3)
-            if others:
-                ax.legend(fontsize=8)
             fig.tight_layout()
             path = out / f"{m}_{'vs' if numeric else 'by'}_{key.replace('/', '_')}.png"
             fig.savefig(path, dpi=120)
@@ -474,30 +600,48 @@ def plot(rows: list[dict], keys: list[str], metrics: list[str], out: Path) -> li
     return written
 
 
-def plot_paired(rows: list[dict], keys: list[str], metrics: list[str], spec: dict, out: Path) -> list[Path]:
+def reference(ax: Any, paper: Paper, xs: list[str], metric: str, numeric: bool) -> bool:
+    """Draws the paper's numbers at the plotted values (a dashed line through them, or one dashed segment over each
+    bar); False if the paper has none."""
+    found = [(float(typed(x)) if numeric else i, paper.at(x, metric)) for i, x in enumerate(xs)]
+    points = [(x, y) for x, y in found if y is not None]
+    if not points:
+        return False
+    if numeric:
+        ax.plot([x for x, _ in points], [y for _, y in points], "k--", marker="x")
+    else:
+        ax.hlines([y for _, y in points], [x - 0.45 for x, _ in points], [x + 0.45 for x, _ in points], colors="k",
+                  linestyles="--")
+    return True
+
+
+def plot_paired(summary: pd.DataFrame, diffs: pd.DataFrame, keys: list[str], metrics: list[str],
+                spec: dict[str, str], out: Path) -> list[Path]:
     """Per metric: each compared row's per-seed differences from its baseline (dots), their mean and 95% t-interval."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    compared = [r for r in rows if r["_base"] is not None]
+    compared = summary[summary["baseline"] != "(this row)"]
     for m in metrics:
-        if not any(r["_diffs"].get(m) for r in compared):
+        ours = diffs[diffs["metric"] == m]
+        if not len(ours):
             continue
         fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(compared) + 2), 4))
-        for i, r in enumerate(compared):
-            d = [shown(m, v) for _, v in r["_diffs"].get(m, [])]
+        for i, (index, r) in enumerate(compared.iterrows()):
+            d = list(ours.loc[ours["row"] == index, "d"])
             if not d:
                 continue
             ax.scatter([i - 0.12 + o / 3 for o in spread(len(d))], d, s=14, color="C0", alpha=0.7, zorder=3)
-            mean, low, high = (shown(m, r[f"{m}_{s}"]) for s in ("delta", "ci_low", "ci_high"))
+            mean, low, high = (r[f"{m}_{s}"] for s in ("delta", "ci_low", "ci_high"))
             yerr = None if math.isnan(low) else [[mean - low], [high - mean]]
             ax.errorbar([i + 0.12], [mean], yerr=yerr, fmt="D", color="C3" if significant(r, m) else "k", capsize=5)
         ax.axhline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(compared)))
         ax.set_xlim(-0.6, len(compared) - 0.4)
-        ax.set_xticklabels(["\n".join(f"{k}={r[k]}" for k in keys) for r in compared], fontsize=8)
+        ax.set_xticklabels(["\n".join(f"{k}={r[k]}" for k in keys) for _, r in compared.iterrows()], fontsize=8)
         ax.set_ylabel(f"Δ {m}{' (AP points)' if is_percent(m) else ''}")
         ax.set_title(f"{m} minus baseline, paired by seed\n({label(spec, spec)})\n"
                      "dots: seeds; diamond: mean, 95% t-interval (red: excludes 0)", fontsize=8)
@@ -510,50 +654,68 @@ def plot_paired(rows: list[dict], keys: list[str], metrics: list[str], spec: dic
     return written
 
 
-def report(folder: str | Path | list, out: str | Path | None = None, metrics=None, baseline=None) -> dict:
+def spread(k: int, width: float = 0.3) -> list[float]:
+    """x offsets that spread k per-seed points around their position."""
+    return [(j - (k - 1) / 2) * width / max(k - 1, 1) for j in range(k)]
+
+
+def report(folder: str | Path | list[str | Path], out: str | Path | None = None, metrics: list[str] | None = None,
+           baseline: str | list[str] | None = None, paper: str | Path | None = None) -> dict[str, Any]:
     """Read the run folders below one or more folders and write the table (CSV + Markdown) and plots; with
-    `baseline` (KEY=VALUE strings, see parse_baseline) also the paired differences from the baseline row."""
+    `baseline` (KEY=VALUE strings, see parse_baseline) also the paired differences from the baseline row; with
+    `paper` (a conf/paper/*.yaml file) the paper's numbers."""
     spec = parse_baseline(baseline)
+    reference_numbers = load_paper(paper)
     folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
-    runs = find_runs(*folders)
+    runs = load_runs(*folders)
     if out is None and len(folders) > 1:
         raise ReportError("several folders: say where the report goes with --out")
     out = Path(out) if out else folders[0] / "report"
-    folder = ", ".join(map(str, folders))
     keys = swept_keys(runs)
-    all_metrics = metric_keys(runs) or list(METRICS)
-    rows = summarise(runs, keys, all_metrics)
-    columns = keys + ["n", "incomplete", "seeds"] + [f"{m}_{s}" for m in all_metrics for s in ("mean", "std")]
+    if reference_numbers is not None and reference_numbers.key not in keys:
+        raise ReportError(f"--paper {paper} gives numbers for {reference_numbers.key}, not a swept key "
+                          f"(swept: {', '.join(keys) or 'nothing'})")
+    all_metrics = runs.metrics or list(METRICS)
+    for m in all_metrics:
+        runs.frame[m] = runs.frame.get(m, math.nan)
+    summary = summarise(runs, keys, all_metrics)
+    columns = keys + ["n", "incomplete", "failed", "seeds"] + [f"{m}_{s}" for m in all_metrics for s in ("mean", "std")]
+    diffs = pd.DataFrame(columns=["row", "seed", "metric", "d"])
     if spec:
-        pair(rows, keys, all_metrics, spec)
+        diffs = pair(runs, summary, keys, all_metrics, spec)
         columns += ["baseline", "n_pairs"] + [f"{m}_{s}" for m in all_metrics for s in ("delta", "ci_low", "ci_high")]
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(out / "summary.csv", rows, columns)
-    per_run, run_columns = run_rows(runs, keys, all_metrics)
-    write_csv(out / "runs.csv", per_run, run_columns)
-    headline = [m for m in METRICS if m in all_metrics] or all_metrics   # the table; the CSVs keep every metric
-    text = markdown(rows, keys, headline, runs, folder, spec)
+    write_csv(out / "summary.csv", summary, columns)
+    write_csv(out / "runs.csv", runs.frame, run_columns(runs, keys))
+    headline = [m for m in METRICS if m in all_metrics] or all_metrics  # the table; the CSVs keep every metric
+    text = markdown(runs, summary, keys, headline, ", ".join(map(str, folders)), spec, reference_numbers)
     (out / "summary.md").write_text(text)
     plot_metrics = [m for m in (metrics or PLOT_METRICS) if m in all_metrics]
-    figures = plot(rows, keys, plot_metrics, out) if keys else []
+    figures = plot(runs, summary, keys, plot_metrics, out, reference_numbers) if keys else []
     if spec:
-        figures += plot_paired(rows, keys, plot_metrics, spec, out)
-    return {"runs": len(runs), "complete": sum(r.complete for r in runs), "swept": keys, "rows": rows,
-            "markdown": text, "out": out, "figures": figures, "baseline": spec,
-            "incomplete": [str(r.path) for r in runs if not r.complete]}
+        figures += plot_paired(summary, diffs, keys, plot_metrics, spec, out)
+    status = runs.frame["status"]
+    return {"runs": len(runs.frame), "complete": int((status == "complete").sum()), "swept": keys,
+            "rows": summary.to_dict("records"), "summary": summary, "frame": runs.frame, "markdown": text,
+            "out": out, "figures": figures, "baseline": spec,
+            "incomplete": list(runs.frame.loc[status == "incomplete", "run"]),
+            "failed": list(runs.frame.loc[status == "failed", "run"])}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mfexp.report", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mfexp-report", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("folder", nargs="+", help="multirun/sweep folders (run folders hold .hydra/ and metrics.json)")
     parser.add_argument("--out", default=None, help="where to write the table and plots (default: FOLDER/report)")
     parser.add_argument("--metrics", default=",".join(PLOT_METRICS), help="metrics to plot, comma-separated")
     parser.add_argument("--baseline", action="append", metavar="KEY=VALUE",
                         help="the baseline group by its swept-key values (repeat, or KEY=V,KEY2=V2): adds per-seed "
                              "paired differences with 95%% t-intervals to the table and plots")
+    parser.add_argument("--paper", default=None, metavar="FILE",
+                        help="the paper's numbers for a swept key (conf/paper/<sweep>.yaml): reference lines in the "
+                             "plots and a table in summary.md")
     args = parser.parse_args(argv)
     try:
-        result = report(args.folder, args.out, [m for m in args.metrics.split(",") if m], args.baseline)
+        result = report(args.folder, args.out, [m for m in args.metrics.split(",") if m], args.baseline, args.paper)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -135,18 +135,18 @@ def test_report_groups_by_swept_keys_with_mean_std_over_seeds(tmp_path):
     rows = {r["augmenter"]: r for r in out["rows"]}
     none, cp = rows["none"], rows["cut_paste"]
     assert none["n"] == 2 and none["incomplete"] == 0 and none["seeds"] == "0 1"
-    assert none["AP_mean"] == pytest.approx(0.21)
-    assert none["AP_std"] == pytest.approx(math.sqrt(((0.20 - 0.21) ** 2 + (0.22 - 0.21) ** 2) / 1))   # sample std
-    assert none["APr_mean"] == pytest.approx(0.095) and none["APr_std"] == pytest.approx(math.sqrt(0.5) / 100)
-    assert cp["n"] == 1 and cp["incomplete"] == 1 and cp["APr_mean"] == 0.125 and cp["APr_std"] == 0.0
+    assert none["AP_mean"] == pytest.approx(21.0)                       # AP in % (metrics.json: fractions)
+    assert none["AP_std"] == pytest.approx(math.sqrt(((20 - 21) ** 2 + (22 - 21) ** 2) / 1))   # sample std
+    assert none["APr_mean"] == pytest.approx(9.5) and none["APr_std"] == pytest.approx(math.sqrt(0.5))
+    assert cp["n"] == 1 and cp["incomplete"] == 1 and cp["APr_mean"] == pytest.approx(12.5) and cp["APr_std"] == 0.0
     assert [str(p) for p in out["incomplete"]] == [str(sweep / "b1")]
 
     with open(tmp_path / "out" / "summary.csv") as f:
         import csv
         table = {r["augmenter"]: r for r in csv.DictReader(f)}
-    assert float(table["none"]["APr_mean"]) == pytest.approx(0.095) and table["cut_paste"]["incomplete"] == "1"
+    assert float(table["none"]["APr_mean"]) == pytest.approx(9.5) and table["cut_paste"]["incomplete"] == "1"
     assert "AP_delta" not in table["none"]                           # no --baseline: no paired columns
-    md = (tmp_path / "out" / "summary.md").read_text()                # AP in %, one decimal; the CSV keeps fractions
+    md = (tmp_path / "out" / "summary.md").read_text()                # AP in %, one decimal, as in the CSV
     assert "21.0 ± 1.4" in md and "AP/AR in %" in md and "Incomplete runs (1" in md and "b1" in md
     runs_csv = (tmp_path / "out" / "runs.csv").read_text()
     assert "incomplete" in runs_csv and runs_csv.count("\n") == 5
@@ -167,6 +167,138 @@ def test_report_numeric_key_plots_metric_vs_key(tmp_path):
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "4"]          # numeric order
 
 
+def failed_json(run: Path, stage: str, kind: str, message: str) -> None:
+    """failed.json as the runtime writes it when a stage raises (stage, type, message, traceback, time)."""
+    (run / "failed.json").write_text(json.dumps({"stage": stage, "type": kind, "message": message,
+                                                 "traceback": f"Traceback (most recent call last):\n{kind}: {message}",
+                                                 "time": "2026-11-29T21:00:00"}))
+
+
+def test_report_lists_failed_runs_apart_and_does_not_average_them(tmp_path):
+    from mfexp.report import report
+
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "a0", ["augmenter=none", "seed=0"], metrics(0.20, 0.10))
+    fake_run(sweep, "a1", ["augmenter=none", "seed=1"], metrics(0.22, 0.12))
+    # a failed run keeps whatever it wrote before (here even a metrics.json): it is not averaged
+    failed_json(fake_run(sweep, "a2", ["augmenter=none", "seed=2"], metrics(0.90, 0.90)), "train",
+                "torch.OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB\n(more detail)")
+    failed_json(fake_run(sweep, "b0", ["augmenter=mosaicfusion", "seed=0"], None), "generate", "RuntimeError",
+                "kept 0 of 10 mosaics")
+    fake_run(sweep, "b1", ["augmenter=mosaicfusion", "seed=1"], None, {"generate": 3.0})   # killed during train
+    fake_run(sweep, "b2", ["augmenter=mosaicfusion", "seed=2"], metrics(0.30, 0.25))
+    out = report(sweep, tmp_path / "out")
+    assert out["complete"] == 3 and out["failed"] == [str(sweep / "a2"), str(sweep / "b0")]
+    assert out["incomplete"] == [str(sweep / "b1")]
+    rows = {r["augmenter"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
+    assert (rows["none"]["n"], rows["none"]["failed"], rows["none"]["incomplete"]) == ("2", "1", "0")
+    assert float(rows["none"]["AP_mean"]) == pytest.approx(21.0) and rows["none"]["seeds"] == "0 1"
+    assert (rows["mosaicfusion"]["n"], rows["mosaicfusion"]["failed"], rows["mosaicfusion"]["incomplete"]) == \
+        ("1", "1", "1")
+    md = (tmp_path / "out" / "summary.md").read_text()
+    failed = md.split("## Failed runs (2: failed.json)")[1].split("##")[0]
+    assert f"`{sweep / 'a2'}`: stage train, torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" \
+        in failed and "more detail" not in failed
+    assert f"`{sweep / 'b0'}`: stage generate, RuntimeError: kept 0 of 10 mosaics" in failed
+    incomplete = md.split("## Incomplete runs (1: no metrics.json)")[1]
+    assert f"`{sweep / 'b1'}` (stages done: generate)" in incomplete and "a2" not in incomplete
+    assert next(line for line in md.splitlines() if line.startswith("| augmenter")).endswith("| incomplete | failed |")
+    per_run = {Path(r["run"]).name: r for r in read_csv(tmp_path / "out" / "runs.csv")}
+    assert [per_run[n]["status"] for n in ("a0", "a2", "b0", "b1")] == ["complete", "failed", "failed", "incomplete"]
+    assert per_run["a2"]["failed_type"] == "torch.OutOfMemoryError" and per_run["a0"]["failed_stage"] == ""
+    assert float(per_run["a0"]["APr"]) == pytest.approx(10.0)                       # runs.csv: AP in % too
+
+
+def write_sweep_params(run: Path, params: dict) -> None:
+    """The `hydra.sweeper.params` a +sweep=<name> run records in .hydra/hydra.yaml."""
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": params}}}))
+
+
+def test_report_orders_categorical_values_as_the_sweep_lists_them(tmp_path):
+    from mfexp.report import report, value_order
+
+    # folder names sort mosaicfusion < none; the sweep lists none first
+    sweep = tmp_path / "augmenter"
+    for aug in ("mosaicfusion", "cut_paste", "none"):
+        for seed in (0, 1):
+            run = fake_run(sweep, f"{aug}{seed}", [f"augmenter={aug}", f"seed={seed}"], metrics(0.2, 0.1))
+            write_sweep_params(run, {"augmenter": "none,mosaicfusion,cut_paste", "seed": "0,1"})
+    out = report(sweep, tmp_path / "out")
+    assert [r["augmenter"] for r in out["rows"]] == ["none", "mosaicfusion", "cut_paste"]
+    assert [r["augmenter"] for r in read_csv(tmp_path / "out" / "summary.csv")] == ["none", "mosaicfusion", "cut_paste"]
+
+    # a command-line sweep (python -m mfexp -m 'generator.attention.blocks=[up],[down]'): the order is in the sweep
+    # folder's multirun.yaml; list values match however they are spaced
+    cli = tmp_path / "blocks"
+    for blocks in ("[down]", "[up]"):
+        fake_run(cli, f"b{blocks}", [f"generator.attention.blocks={blocks}", "seed=0"], metrics(0.2, 0.1))
+    (cli / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"overrides": {"task": ["generator.attention.blocks=[up],[down]", "seed=0"]}}}))
+    assert [r["generator.attention.blocks"] for r in report(cli, tmp_path / "o2")["rows"]] == ["[up]", "[down]"]
+    (cli / "multirun.yaml").unlink()                                   # no sweep recorded: first seen (by folder)
+    assert [r["generator.attention.blocks"] for r in report(cli, tmp_path / "o3")["rows"]] == ["[down]", "[up]"]
+
+    assert value_order(["b", "(default)", "[8, 4]", "a"], ["[8,4]", "a"]) == ["(default)", "[8, 4]", "a", "b"]
+    assert value_order(["10", "2", "(default)"], ["10", "2"]) == ["(default)", "2", "10"]   # numbers ascend
+
+
+def test_report_paper_numbers_as_reference(tmp_path, capsys):
+    from mfexp.report import ReportError, main, report
+
+    sweep = tmp_path / "num_objects"
+    for n in (1, 2, 4):
+        for seed in (0, 1):
+            fake_run(sweep, f"n{n}s{seed}", [f"generator.num_objects={n}", f"seed={seed}"], metrics(0.2, 0.1 + n / 100))
+    paper = ROOT / "conf" / "paper" / "num_objects.yaml"
+    assert main([str(sweep), "--out", str(tmp_path / "plain")]) == 0
+    assert main([str(sweep), "--out", str(tmp_path / "paper"), "--paper", str(paper)]) == 0
+    md = (tmp_path / "paper" / "summary.md").read_text()
+    assert "## Paper: MosaicFusion" in md and "| generator.num_objects | AP | APr |" in md
+    assert "| `1` | 22.4 | 14.0 |" in md and "| `4` | 23.1 | 15.2 |" in md
+    assert "## Paper" not in (tmp_path / "plain" / "summary.md").read_text()
+    for m in ("AP", "APr"):                                         # the plots gain the reference line
+        name = f"{m}_vs_generator.num_objects.png"
+        assert (tmp_path / "paper" / name).read_bytes() != (tmp_path / "plain" / name).read_bytes()
+
+    with pytest.raises(ReportError, match="gives numbers for augmenter, not a swept key"):
+        report(sweep, tmp_path / "x", paper=ROOT / "conf" / "paper" / "augmenter.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("key: generator.num_objects\n")
+    assert main([str(sweep), "--out", str(tmp_path / "y"), "--paper", str(bad)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --paper {bad}: expected a YAML file with source, key and values")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "paper").glob("*.yaml")), ids=lambda p: p.stem)
+def test_paper_numbers_name_the_values_of_their_sweep(path):
+    """Each conf/paper file belongs to the sweep of the same name, and every value it gives numbers for is one the
+    sweep runs (so the reference lines land on the bars)."""
+    from mfexp.report import load_paper
+
+    paper = load_paper(path)
+    assert paper is not None and paper.source.startswith("MosaicFusion (Xie et al., arXiv 2309.13042)")
+    params = yaml.safe_load((ROOT / "sweeps" / "sweep" / path.name).read_text())["hydra"]["sweeper"]["params"]
+    swept = [c[0].split("=", 1)[1] for c in sweep_values({paper.key: params[paper.key]})]
+    found = [paper.find(v) for v in swept]
+    assert all(any(numbers is f for f in found) for numbers in paper.values.values())
+    assert len(swept) >= len(paper.values) >= 2
+    assert all(0 < x < 100 for numbers in paper.values.values() for x in numbers.values())   # AP in %
+
+
+def test_mfexp_report_console_script(capsys):
+    import importlib
+
+    from mfexp.report import main
+
+    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, name = scripts["mfexp-report"].split(":")
+    assert getattr(importlib.import_module(module), name) is main
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("usage: mfexp-report")
+
+
 def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, capsys):
     from mfexp.report import main, report, resolved_value
 
@@ -176,10 +308,10 @@ def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, ca
 
     n_sweep, augmenters = tmp_path / "num_objects", tmp_path / "augmenters"
     for n in (1, 2):
-        choices(fake_run(n_sweep, f"n{n}", [f"generator.num_objects={n}", "seed=0"], metrics(20.0 + n, 10.0)),
+        choices(fake_run(n_sweep, f"n{n}", [f"generator.num_objects={n}", "seed=0"], metrics(0.20 + n / 100, 0.10)),
                 "mosaicfusion")
-    for aug, ap in (("mosaicfusion", 30.0), ("none", 10.0)):
-        run = fake_run(augmenters, aug, [f"augmenter={aug}", "seed=0"], metrics(ap, 12.0))
+    for aug, ap in (("mosaicfusion", 0.30), ("none", 0.10)):
+        run = fake_run(augmenters, aug, [f"augmenter={aug}", "seed=0"], metrics(ap, 0.12))
         config = {"seed": 0, "generator": {"num_objects": 4, "attention": {"resolutions": [8, 4]}}}
         (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
         choices(run, aug)
@@ -195,7 +327,8 @@ def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, ca
     assert out["runs"] == 3
     assert out["swept"] == ["generator.num_objects"]       # augmenter: mosaicfusion in every run once filled in
     rows = {r["generator.num_objects"]: r for r in out["rows"]}
-    assert list(rows) == ["1", "2", "4"] and rows["4"]["AP_mean"] == 30.0 and rows["1"]["AP_mean"] == 21.0
+    assert list(rows) == ["1", "2", "4"] and rows["4"]["AP_mean"] == pytest.approx(30.0)
+    assert rows["1"]["AP_mean"] == pytest.approx(21.0)
     assert (tmp_path / "out" / "APr_vs_generator.num_objects.png").is_file()
     out = report([n_sweep, augmenters], tmp_path / "out2")
     assert sorted(out["swept"]) == ["augmenter", "generator.num_objects"] and len(out["rows"]) == 4
@@ -255,17 +388,17 @@ def test_report_paired_differences_from_a_baseline(tmp_path, capsys):
 
     # mosaicfusion: seeds 0, 1, 2 in both (9 has no baseline run); a consistent gain, the interval excludes 0
     mf = table["mosaicfusion"]
-    d = [PAIRED["mosaicfusion"][s] - PAIRED["none"][s] for s in (0, 1, 2)]
+    d = [100 * (PAIRED["mosaicfusion"][s] - PAIRED["none"][s]) for s in (0, 1, 2)]   # AP points
     mean, low, high = hand_interval(d)
     assert mf["baseline"] == "augmenter=none" and mf["n_pairs"] == "3" and mf["n"] == "4"
-    assert float(mf["APr_delta"]) == pytest.approx(mean) and float(mf["APr_delta"]) == pytest.approx(0.02)
+    assert float(mf["APr_delta"]) == pytest.approx(mean) and float(mf["APr_delta"]) == pytest.approx(2.0)
     assert float(mf["APr_ci_low"]) == pytest.approx(low) and float(mf["APr_ci_high"]) == pytest.approx(high)
     assert 0 < low < mean < high
-    assert float(mf["AP_delta"]) == pytest.approx(mean / 10)             # CSV units: fractions, as in metrics.json
+    assert float(mf["AP_delta"]) == pytest.approx(mean / 10)             # CSV units: AP points (%), as summary.md
 
     # cut_paste: seed 3 failed, so 3 pairs; differences of both signs, the interval holds 0
     cp = table["cut_paste"]
-    d = [PAIRED["cut_paste"][s] - PAIRED["none"][s] for s in (0, 1, 2)]
+    d = [100 * (PAIRED["cut_paste"][s] - PAIRED["none"][s]) for s in (0, 1, 2)]
     mean, low, high = hand_interval(d)
     assert cp["n_pairs"] == "3" and cp["incomplete"] == "1"
     assert float(cp["APr_delta"]) == pytest.approx(mean)
@@ -273,7 +406,7 @@ def test_report_paired_differences_from_a_baseline(tmp_path, capsys):
 
     # copy: one shared seed -> the delta, and no interval
     cp1 = table["copy"]
-    assert cp1["n_pairs"] == "1" and float(cp1["APr_delta"]) == pytest.approx(0.097 - 0.090)
+    assert cp1["n_pairs"] == "1" and float(cp1["APr_delta"]) == pytest.approx(0.7)
     assert cp1["APr_ci_low"] == cp1["APr_ci_high"] == ""
 
     md = (tmp_path / "out" / "summary.md").read_text()
@@ -302,17 +435,17 @@ def test_report_baseline_on_some_keys_matches_the_others(tmp_path):
     out = report(sweep, tmp_path / "a", baseline=["generator.num_objects=4"])
     rows = {(r["augmenter"], r["generator.num_objects"]): r for r in out["rows"]}
     assert rows[("mf", "2")]["baseline"] == "augmenter=mf,generator.num_objects=4"
-    assert rows[("mf", "2")]["AP_delta"] == pytest.approx(0.03)
-    assert rows[("none", "2")]["AP_delta"] == pytest.approx(0.02)
+    assert rows[("mf", "2")]["AP_delta"] == pytest.approx(3.0)
+    assert rows[("none", "2")]["AP_delta"] == pytest.approx(2.0)
     assert rows[("mf", "4")]["baseline"] == rows[("none", "4")]["baseline"] == "(this row)"
     # two keys, as one comma-separated value or a repeated option: one baseline for all
     for args in (["--baseline", "augmenter=none,generator.num_objects=4"],
                  ["--baseline", "augmenter=none", "--baseline", "generator.num_objects=4"]):
         assert main([str(sweep), "--out", str(tmp_path / "b"), *args]) == 0
         table = {(r["augmenter"], r["generator.num_objects"]): r for r in read_csv(tmp_path / "b" / "summary.csv")}
-        assert float(table[("mf", "4")]["AP_delta"]) == pytest.approx(0.10)
-        assert float(table[("mf", "2")]["AP_delta"]) == pytest.approx(0.13)
-        assert table[("mf", "2")]["AP_ci_low"] == table[("mf", "2")]["AP_delta"]   # sd 0: a zero-width interval
+        assert float(table[("mf", "4")]["AP_delta"]) == pytest.approx(10.0)
+        assert float(table[("mf", "2")]["AP_delta"]) == pytest.approx(13.0)
+        assert float(table[("mf", "2")]["AP_ci_low"]) == pytest.approx(float(table[("mf", "2")]["AP_delta"]))   # sd 0
     # a row without a baseline of its own setting is an error, not a silent pick
     fake_run(sweep, "cp2s0", ["augmenter=cp", "generator.num_objects=2", "seed=0"], metrics(0.1, 0.1))
     with pytest.raises(ReportError, match="no baseline for the row augmenter=cp,generator.num_objects=2"):
