@@ -111,10 +111,14 @@ def read_yaml(path: Path) -> dict:
 def read_run(path: Path) -> dict[str, Any]:
     """One run folder: its overrides, metrics (None: not complete), seconds per stage, wandb folder, failure."""
     wandb_runs = sorted((path / "wandb").glob("offline-run-*")) if (path / "wandb").is_dir() else []
-    return {"path": path, "overrides": parse_overrides(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text())
-                                                       or []),
-            "metrics": read_json(path / "metrics.json"), "stage_times": read_json(path / "stage_times.json") or {},
-            "wandb": str(wandb_runs[-1]) if wandb_runs else "", "failure": read_json(path / "failed.json")}
+    return {
+        "path": path,
+        "overrides": parse_overrides(yaml.safe_load((path / ".hydra" / "overrides.yaml").read_text()) or []),
+        "metrics": read_json(path / "metrics.json"),
+        "stage_times": read_json(path / "stage_times.json") or {},
+        "wandb": str(wandb_runs[-1]) if wandb_runs else "",
+        "failure": read_json(path / "failed.json"),
+    }
 
 
 def run_folders(*folders: str | Path) -> list[Path]:
@@ -127,7 +131,9 @@ def run_folders(*folders: str | Path) -> list[Path]:
             if Path(root).name == ".hydra" and "overrides.yaml" in files:
                 paths.setdefault(Path(root).parent.resolve(), Path(root).parent)
     if not paths:
-        raise ReportError(f"no run folders below {', '.join(map(str, folders))} (a run folder holds .hydra/overrides.yaml)")
+        raise ReportError(
+            f"no run folders below {', '.join(map(str, folders))} (a run folder holds .hydra/overrides.yaml)"
+        )
     return sorted(paths.values())
 
 
@@ -181,15 +187,16 @@ def sweep_orders(path: Path) -> dict[str, list[str]]:
         texts += [f"{k}={v}" for k, v in ((hydra.get("sweeper") or {}).get("params") or {}).items()]
         if file.name == "multirun.yaml":
             texts += [str(t) for t in (hydra.get("overrides") or {}).get("task") or []]
-    parser, orders = OverridesParser.create(), {}
+    parser = OverridesParser.create()
+    listed: dict[str, list[str]] = {}
     for text in texts:
         try:
             (override,) = parser.parse_overrides([text])
             if override.is_sweep_override():
-                orders.setdefault(override.get_key_element().lstrip("+~"), list(override.sweep_string_iterator()))
+                listed.setdefault(override.get_key_element().lstrip("+~"), list(override.sweep_string_iterator()))
         except Exception:  # a sweep the parser cannot list (glob): first-seen order
             continue
-    return orders
+    return listed
 
 
 def is_number(v: Any) -> bool:
@@ -220,8 +227,12 @@ def load_runs(*folders: str | Path) -> Runs:
         values = r["metrics"] or {}
         record: dict[str, Any] = {"run": str(r["path"]), "status": status}
         record.update({k: r["overrides"].get(k, DEFAULT) for k in keys})
-        record.update({m: (100 if is_percent(m) else 1) * float(values[m]) if is_number(values.get(m)) else math.nan
-                       for m in metrics})
+        record.update(
+            {
+                m: (100 if is_percent(m) else 1) * float(values[m]) if is_number(values.get(m)) else math.nan
+                for m in metrics
+            }
+        )
         record.update({f"seconds_{s}": r["stage_times"].get(s, math.nan) for s in stages})
         record["wandb"] = r["wandb"]
         record.update({f"failed_{f}": str((r["failure"] or {}).get(f, "")) for f in FAILURE})
@@ -230,9 +241,18 @@ def load_runs(*folders: str | Path) -> Runs:
     for r in runs:
         for key, sweep in sweep_orders(r["path"]).items():
             listed.setdefault(key, sweep)
-    frame = pd.DataFrame.from_records(records, columns=["run", "status", *keys, *metrics,
-                                                        *(f"seconds_{s}" for s in stages), "wandb",
-                                                        *(f"failed_{f}" for f in FAILURE)])
+    frame = pd.DataFrame.from_records(
+        records,
+        columns=[
+            "run",
+            "status",
+            *keys,
+            *metrics,
+            *(f"seconds_{s}" for s in stages),
+            "wandb",
+            *(f"failed_{f}" for f in FAILURE),
+        ],
+    )
     return Runs(frame, keys, metrics, stages, listed)
 
 
@@ -337,8 +357,9 @@ def parse_baseline(specs: str | list[str] | None) -> dict[str, str]:
             key, sep, value = part.partition("=")
             key, value = key.strip().lstrip("+"), value.strip()
             if not sep or not key or not value:
-                raise ReportError(f"malformed --baseline {text!r}: expected KEY=VALUE[,KEY=VALUE...], "
-                                  "e.g. --baseline augmenter=none")
+                raise ReportError(
+                    f"malformed --baseline {text!r}: expected KEY=VALUE[,KEY=VALUE...], e.g. --baseline augmenter=none"
+                )
             spec[key] = value
     return spec
 
@@ -352,8 +373,9 @@ def assign_baselines(summary: pd.DataFrame, keys: list[str], spec: dict[str, str
     docstring."""
     unknown = [k for k in spec if k not in keys]
     if unknown:
-        raise ReportError(f"--baseline names {', '.join(unknown)}, not a swept key "
-                          f"(swept: {', '.join(keys) or 'nothing'})")
+        raise ReportError(
+            f"--baseline names {', '.join(unknown)}, not a swept key (swept: {', '.join(keys) or 'nothing'})"
+        )
     bases = [i for i, row in summary.iterrows() if all(same(row[k], v) for k, v in spec.items())]
     if not bases:
         seen = "; ".join(f"{k}: {', '.join(sorted(set(summary[k]), key=sort_key))}" for k in spec)
@@ -366,9 +388,11 @@ def assign_baselines(summary: pd.DataFrame, keys: list[str], spec: dict[str, str
             continue
         match = bases if len(bases) == 1 else [b for b in bases if all(summary.at[b, k] == row[k] for k in others)]
         if not match:
-            raise ReportError(f"no baseline for the row {label(row, keys)}: --baseline {label(spec, spec)} matches "
-                              f"{len(bases)} groups and none has the row's {label(row, others)}; "
-                              "name more keys in --baseline")
+            raise ReportError(
+                f"no baseline for the row {label(row, keys)}: --baseline {label(spec, spec)} matches "
+                f"{len(bases)} groups and none has the row's {label(row, others)}; "
+                "name more keys in --baseline"
+            )
         out.append(match[0])
     return out
 
@@ -378,8 +402,10 @@ def by_seed(runs: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame
     twice = runs[runs["seed"].duplicated(keep=False)]
     if len(twice):
         first, second = twice["run"].iloc[:2]
-        raise ReportError(f"{label(row, keys)}: two complete runs with seed={twice['seed'].iloc[0]} ({first}, "
-                          f"{second}); pairing by seed needs one run per seed and setting")
+        raise ReportError(
+            f"{label(row, keys)}: two complete runs with seed={twice['seed'].iloc[0]} ({first}, "
+            f"{second}); pairing by seed needs one run per seed and setting"
+        )
     return runs.set_index("seed")
 
 
@@ -454,12 +480,19 @@ def load_paper(path: str | Path | None) -> Paper | None:
         return None
     try:
         raw = yaml.safe_load(Path(path).read_text())
-        paper = Paper(str(raw["source"]), str(raw["key"]),
-                      {override_string(v): {str(m): float(x) for m, x in numbers.items()}
-                       for v, numbers in raw["values"].items()})
+        paper = Paper(
+            str(raw["source"]),
+            str(raw["key"]),
+            {
+                override_string(v): {str(m): float(x) for m, x in numbers.items()}
+                for v, numbers in raw["values"].items()
+            },
+        )
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError, ValueError) as e:
-        raise ReportError(f"--paper {path}: expected a YAML file with source, key and values: {{value: {{metric: "
-                          f"number}}}} ({type(e).__name__}: {e})") from None
+        raise ReportError(
+            f"--paper {path}: expected a YAML file with source, key and values: {{value: {{metric: "
+            f"number}}}} ({type(e).__name__}: {e})"
+        ) from None
     return paper
 
 
@@ -488,22 +521,36 @@ def cell(row: pd.Series, m: str) -> str:
     return f"{text}; **{shown}**" if significant(row, m) else f"{text}; {shown}"
 
 
-def markdown(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], folder: str,
-             spec: dict[str, str] | None = None, paper: Paper | None = None) -> str:
+def markdown(
+    runs: Runs,
+    summary: pd.DataFrame,
+    keys: list[str],
+    metrics: list[str],
+    folder: str,
+    spec: dict[str, str] | None = None,
+    paper: Paper | None = None,
+) -> str:
     frame = runs.frame
     failed, incomplete = frame[frame["status"] == "failed"], frame[frame["status"] == "incomplete"]
     head = keys + ["n"] + (["pairs"] if spec else []) + metrics + ["incomplete"] + (["failed"] if len(failed) else [])
     units = "AP/AR in % (metrics.json's fractions x100)" if any(map(is_percent, metrics)) else ""
-    lines = [f"# Sweep report: {folder}", "",
-             f"{len(runs.done)} complete of {len(frame)} runs; swept: {', '.join(keys) or '(nothing)'}; "
-             f"cells are mean ± std over seeds (sample std, ddof=1){'; ' + units if units else ''}.", ""]
+    lines = [
+        f"# Sweep report: {folder}",
+        "",
+        f"{len(runs.done)} complete of {len(frame)} runs; swept: {', '.join(keys) or '(nothing)'}; "
+        f"cells are mean ± std over seeds (sample std, ddof=1){'; ' + units if units else ''}.",
+        "",
+    ]
     if spec:
         others = [k for k in keys if k not in spec]
         several = (summary["baseline"] == "(this row)").sum() > 1
         own = f"; each row's is the one with its own {', '.join(others)}" if several else ""
-        lines += [f"Δ [low, high]: paired difference from the baseline ({label(spec, spec)}{own}), mean over the "
-                  "seeds both ran (pairs) with its 95% t-interval, mean ± t(0.975, n-1)·sd/√n (none below 2 pairs);"
-                  " **bold**: the interval excludes 0.", ""]
+        lines += [
+            f"Δ [low, high]: paired difference from the baseline ({label(spec, spec)}{own}), mean over the "
+            "seeds both ran (pairs) with its 95% t-interval, mean ± t(0.975, n-1)·sd/√n (none below 2 pairs);"
+            " **bold**: the interval excludes 0.",
+            "",
+        ]
     lines += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, row in summary.iterrows():
         cells = [f"`{row[k]}`" for k in keys] + [str(row["n"])]
@@ -514,10 +561,17 @@ def markdown(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[s
         lines.append("| " + " | ".join(cells) + " |")
     if paper is not None:
         shown = [m for m in metrics if any(m in numbers for numbers in paper.values.values())]
-        lines += ["", f"## Paper: {paper.source}", "", f"| {paper.key} | " + " | ".join(shown) + " |",
-                  "|" + "|".join("---" for _ in range(len(shown) + 1)) + "|"]
-        lines += [f"| `{v}` | " + " | ".join(fmt(numbers.get(m, math.nan), m) for m in shown) + " |"
-                  for v, numbers in paper.values.items()]
+        lines += [
+            "",
+            f"## Paper: {paper.source}",
+            "",
+            f"| {paper.key} | " + " | ".join(shown) + " |",
+            "|" + "|".join("---" for _ in range(len(shown) + 1)) + "|",
+        ]
+        lines += [
+            f"| `{v}` | " + " | ".join(fmt(numbers.get(m, math.nan), m) for m in shown) + " |"
+            for v, numbers in paper.values.items()
+        ]
     if len(failed):
         lines += ["", f"## Failed runs ({len(failed)}: failed.json)", ""]
         for _, r in failed.iterrows():
@@ -538,16 +592,25 @@ def write_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
 
 
 def run_columns(runs: Runs, keys: list[str]) -> list[str]:
-    return ["run", "status", *keys, "seed", *runs.metrics,
-            *(f"seconds_{s}" for s in runs.stages), "wandb", *(f"failed_{f}" for f in FAILURE)]
+    return [
+        "run",
+        "status",
+        *keys,
+        "seed",
+        *runs.metrics,
+        *(f"seconds_{s}" for s in runs.stages),
+        "wandb",
+        *(f"failed_{f}" for f in FAILURE),
+    ]
 
 
 def unit(m: str) -> str:
     return " (%)" if is_percent(m) else ""
 
 
-def plot(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], out: Path,
-         paper: Paper | None = None) -> list[Path]:
+def plot(
+    runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], out: Path, paper: Paper | None = None
+) -> list[Path]:
     """Metric vs each numeric swept key (mean ± std), grouped bars in config order for each categorical one; the
     seeds as dots; the paper's numbers as dashed lines."""
     import matplotlib
@@ -564,22 +627,38 @@ def plot(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str],
         numeric = DEFAULT not in xs and is_numeric(xs)
         series = [label(r, others) for _, r in summary[summary["n"] > 0].iterrows()] if others else []
         hue_order = list(dict.fromkeys(series)) or None
-        data = runs.done.assign(_series=[label(r, others) for _, r in runs.done.iterrows()] if others else "",
-                                _x=lambda d: [float(typed(x)) if numeric else x for x in d[key]])
+        done = runs.done
+        data = done.assign(
+            _series=[label(r, others) for _, r in done.iterrows()] if others else "",
+            _x=[float(typed(x)) if numeric else x for x in done[key]],
+        )
         for m in metrics:
             if data[m].isna().all():
                 continue
             fig, ax = plt.subplots(figsize=(6, 4))
             hue: dict[str, Any] = dict(hue="_series", hue_order=hue_order) if others else dict(color="C0")
             if numeric:
-                sns.lineplot(data, x="_x", y=m, **hue, marker="o", errorbar="sd", err_style="bars",
-                             err_kws={"capsize": 4}, ax=ax)
+                sns.lineplot(
+                    data, x="_x", y=m, **hue, marker="o", errorbar="sd", err_style="bars", err_kws={"capsize": 4}, ax=ax
+                )
                 sns.scatterplot(data, x="_x", y=m, **hue, s=16, edgecolor="k", legend=False, ax=ax, zorder=3)
                 ax.set_xticks([float(typed(x)) for x in xs])
             else:
                 sns.barplot(data, x="_x", y=m, order=xs, **hue, errorbar="sd", capsize=0.1, alpha=0.7, ax=ax)
-                sns.stripplot(data, x="_x", y=m, order=xs, **hue, dodge=bool(others), jitter=False, size=4,
-                              edgecolor="k", linewidth=0.5, legend=False, ax=ax)
+                sns.stripplot(
+                    data,
+                    x="_x",
+                    y=m,
+                    order=xs,
+                    **hue,
+                    dodge=bool(others),
+                    jitter=False,
+                    size=4,
+                    edgecolor="k",
+                    linewidth=0.5,
+                    legend=False,
+                    ax=ax,
+                )
                 ax.tick_params(axis="x", labelrotation=15)
             legend = ax.get_legend()  # seaborn's, one entry per other-key setting
             handles = list(legend.legend_handles) if legend else []
@@ -610,13 +689,19 @@ def reference(ax: Any, paper: Paper, xs: list[str], metric: str, numeric: bool) 
     if numeric:
         ax.plot([x for x, _ in points], [y for _, y in points], "k--", marker="x")
     else:
-        ax.hlines([y for _, y in points], [x - 0.45 for x, _ in points], [x + 0.45 for x, _ in points], colors="k",
-                  linestyles="--")
+        ax.hlines(
+            [y for _, y in points],
+            [x - 0.45 for x, _ in points],
+            [x + 0.45 for x, _ in points],
+            colors="k",
+            linestyles="--",
+        )
     return True
 
 
-def plot_paired(summary: pd.DataFrame, diffs: pd.DataFrame, keys: list[str], metrics: list[str],
-                spec: dict[str, str], out: Path) -> list[Path]:
+def plot_paired(
+    summary: pd.DataFrame, diffs: pd.DataFrame, keys: list[str], metrics: list[str], spec: dict[str, str], out: Path
+) -> list[Path]:
     """Per metric: each compared row's per-seed differences from its baseline (dots), their mean and 95% t-interval."""
     import matplotlib
 
@@ -643,8 +728,11 @@ def plot_paired(summary: pd.DataFrame, diffs: pd.DataFrame, keys: list[str], met
         ax.set_xlim(-0.6, len(compared) - 0.4)
         ax.set_xticklabels(["\n".join(f"{k}={r[k]}" for k in keys) for _, r in compared.iterrows()], fontsize=8)
         ax.set_ylabel(f"Δ {m}{' (AP points)' if is_percent(m) else ''}")
-        ax.set_title(f"{m} minus baseline, paired by seed\n({label(spec, spec)})\n"
-                     "dots: seeds; diamond: mean, 95% t-interval (red: excludes 0)", fontsize=8)
+        ax.set_title(
+            f"{m} minus baseline, paired by seed\n({label(spec, spec)})\n"
+            "dots: seeds; diamond: mean, 95% t-interval (red: excludes 0)",
+            fontsize=8,
+        )
         ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         path = out / f"{m}_paired.png"
@@ -659,8 +747,13 @@ def spread(k: int, width: float = 0.3) -> list[float]:
     return [(j - (k - 1) / 2) * width / max(k - 1, 1) for j in range(k)]
 
 
-def report(folder: str | Path | list[str | Path], out: str | Path | None = None, metrics: list[str] | None = None,
-           baseline: str | list[str] | None = None, paper: str | Path | None = None) -> dict[str, Any]:
+def report(
+    folder: str | Path | list[str | Path],
+    out: str | Path | None = None,
+    metrics: list[str] | None = None,
+    baseline: str | list[str] | None = None,
+    paper: str | Path | None = None,
+) -> dict[str, Any]:
     """Read the run folders below one or more folders and write the table (CSV + Markdown) and plots; with
     `baseline` (KEY=VALUE strings, see parse_baseline) also the paired differences from the baseline row; with
     `paper` (a conf/paper/*.yaml file) the paper's numbers."""
@@ -673,8 +766,10 @@ def report(folder: str | Path | list[str | Path], out: str | Path | None = None,
     out = Path(out) if out else folders[0] / "report"
     keys = swept_keys(runs)
     if reference_numbers is not None and reference_numbers.key not in keys:
-        raise ReportError(f"--paper {paper} gives numbers for {reference_numbers.key}, not a swept key "
-                          f"(swept: {', '.join(keys) or 'nothing'})")
+        raise ReportError(
+            f"--paper {paper} gives numbers for {reference_numbers.key}, not a swept key "
+            f"(swept: {', '.join(keys) or 'nothing'})"
+        )
     all_metrics = runs.metrics or list(METRICS)
     for m in all_metrics:
         runs.frame[m] = runs.frame.get(m, math.nan)
@@ -695,11 +790,20 @@ def report(folder: str | Path | list[str | Path], out: str | Path | None = None,
     if spec:
         figures += plot_paired(summary, diffs, keys, plot_metrics, spec, out)
     status = runs.frame["status"]
-    return {"runs": len(runs.frame), "complete": int((status == "complete").sum()), "swept": keys,
-            "rows": summary.to_dict("records"), "summary": summary, "frame": runs.frame, "markdown": text,
-            "out": out, "figures": figures, "baseline": spec,
-            "incomplete": list(runs.frame.loc[status == "incomplete", "run"]),
-            "failed": list(runs.frame.loc[status == "failed", "run"])}
+    return {
+        "runs": len(runs.frame),
+        "complete": int((status == "complete").sum()),
+        "swept": keys,
+        "rows": summary.to_dict("records"),
+        "summary": summary,
+        "frame": runs.frame,
+        "markdown": text,
+        "out": out,
+        "figures": figures,
+        "baseline": spec,
+        "incomplete": list(runs.frame.loc[status == "incomplete", "run"]),
+        "failed": list(runs.frame.loc[status == "failed", "run"]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -707,12 +811,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="+", help="multirun/sweep folders (run folders hold .hydra/ and metrics.json)")
     parser.add_argument("--out", default=None, help="where to write the table and plots (default: FOLDER/report)")
     parser.add_argument("--metrics", default=",".join(PLOT_METRICS), help="metrics to plot, comma-separated")
-    parser.add_argument("--baseline", action="append", metavar="KEY=VALUE",
-                        help="the baseline group by its swept-key values (repeat, or KEY=V,KEY2=V2): adds per-seed "
-                             "paired differences with 95%% t-intervals to the table and plots")
-    parser.add_argument("--paper", default=None, metavar="FILE",
-                        help="the paper's numbers for a swept key (conf/paper/<sweep>.yaml): reference lines in the "
-                             "plots and a table in summary.md")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        metavar="KEY=VALUE",
+        help="the baseline group by its swept-key values (repeat, or KEY=V,KEY2=V2): adds per-seed "
+        "paired differences with 95%% t-intervals to the table and plots",
+    )
+    parser.add_argument(
+        "--paper",
+        default=None,
+        metavar="FILE",
+        help="the paper's numbers for a swept key (conf/paper/<sweep>.yaml): reference lines in the "
+        "plots and a table in summary.md",
+    )
     args = parser.parse_args(argv)
     try:
         result = report(args.folder, args.out, [m for m in args.metrics.split(",") if m], args.baseline, args.paper)
@@ -720,8 +832,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(result["markdown"])
-    print(f"written to {result['out']}: summary.csv, summary.md, runs.csv"
-          + "".join(f", {p.name}" for p in result["figures"]))
+    print(
+        f"written to {result['out']}: summary.csv, summary.md, runs.csv"
+        + "".join(f", {p.name}" for p in result["figures"])
+    )
     return 0
 
 

@@ -43,6 +43,7 @@ class AttentionStore:
     def add(self, name: str, resolution: int, probs: torch.Tensor, heads: int) -> None:
         """probs: (batch*heads, seq, tokens) of one layer; batch = [unconditional..., conditional...]."""
         call = self.call
+        assert call is not None, "AttentionStore.add outside a UNet call"  # active() is checked first
         n = len(call.region_ids)
         batch = probs.shape[0] // heads
         cond = probs.view(batch, heads, probs.shape[1], probs.shape[2])[batch - n:]
