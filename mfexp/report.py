@@ -320,12 +320,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(runs: Runs, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """One row per setting of the swept keys, in config order: the key values, n (complete runs), incomplete,
     failed, seeds, <metric>_mean/_std over the complete runs."""
-    frame = runs.frame
-    settings = list(zip(*(frame[k] for k in keys))) if keys else [()] * len(frame)
     ranks = {k: {v: i for i, v in enumerate(vs)} for k, vs in orders(runs, keys).items()}
     rows = []
-    for setting in dict.fromkeys(settings):
-        group = frame[[s == setting for s in settings]]
+    for setting, group in runs.frame.groupby(keys, sort=False) if keys else [((), runs.frame)]:
         done = group[group["status"] == "complete"]
         row: dict[str, Any] = dict(zip(keys, setting))
         row["n"] = len(done)
