@@ -608,72 +608,83 @@ def unit(m: str) -> str:
 def plot(
     runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], out: Path, paper: Paper | None = None
 ) -> list[Path]:
-    """Metric vs each numeric swept key (mean ± std), grouped bars in config order for each categorical one; the
-    seeds as dots; the paper's numbers as dashed lines."""
+    """One figure per swept key and metric (see `figure`), written to `out`."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for key in keys:
+        for m in metrics:
+            drawn = figure(runs, summary, keys, key, m, paper)
+            if drawn is None:
+                continue
+            fig, name = drawn
+            fig.savefig(out / name, dpi=120)
+            plt.close(fig)
+            written.append(out / name)
+    return written
+
+
+def figure(
+    runs: Runs, summary: pd.DataFrame, keys: list[str], key: str, m: str, paper: Paper | None = None
+) -> tuple[Any, str] | None:
+    """Metric m vs a numeric swept key (mean ± std, a line per other-key setting), or grouped bars in config order
+    for a categorical one; the seeds as dots; the paper's numbers as dashed lines. (figure, file name), or None
+    when no complete run has the metric."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    written = []
-    order = orders(runs, keys)
-    for key in keys:
-        others = [k for k in keys if k != key]
-        xs = [x for x in order[key] if x in set(summary.loc[summary["n"] > 0, key])]
-        numeric = DEFAULT not in xs and is_numeric(xs)
-        series = [label(r, others) for _, r in summary[summary["n"] > 0].iterrows()] if others else []
-        hue_order = list(dict.fromkeys(series)) or None
-        done = runs.done
-        data = done.assign(
-            _series=[label(r, others) for _, r in done.iterrows()] if others else "",
-            _x=[float(typed(x)) if numeric else x for x in done[key]],
+    others = [k for k in keys if k != key]
+    xs = [x for x in orders(runs, keys)[key] if x in set(summary.loc[summary["n"] > 0, key])]
+    numeric = DEFAULT not in xs and is_numeric(xs)
+    done = runs.done
+    if done[m].isna().all():
+        return None
+    data = done.assign(
+        _series=[label(r, others) for _, r in done.iterrows()] if others else "",
+        _x=[float(typed(x)) if numeric else x for x in done[key]],
+    )
+    series = [label(r, others) for _, r in summary[summary["n"] > 0].iterrows()] if others else []
+    hue: dict[str, Any] = dict(hue="_series", hue_order=list(dict.fromkeys(series))) if others else dict(color="C0")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if numeric:
+        sns.lineplot(
+            data, x="_x", y=m, **hue, marker="o", errorbar="sd", err_style="bars", err_kws={"capsize": 4}, ax=ax
         )
-        for m in metrics:
-            if data[m].isna().all():
-                continue
-            fig, ax = plt.subplots(figsize=(6, 4))
-            hue: dict[str, Any] = dict(hue="_series", hue_order=hue_order) if others else dict(color="C0")
-            if numeric:
-                sns.lineplot(
-                    data, x="_x", y=m, **hue, marker="o", errorbar="sd", err_style="bars", err_kws={"capsize": 4}, ax=ax
-                )
-                sns.scatterplot(data, x="_x", y=m, **hue, s=16, edgecolor="k", legend=False, ax=ax, zorder=3)
-                ax.set_xticks([float(typed(x)) for x in xs])
-            else:
-                sns.barplot(data, x="_x", y=m, order=xs, **hue, errorbar="sd", capsize=0.1, alpha=0.7, ax=ax)
-                sns.stripplot(
-                    data,
-                    x="_x",
-                    y=m,
-                    order=xs,
-                    **hue,
-                    dodge=bool(others),
-                    jitter=False,
-                    size=4,
-                    edgecolor="k",
-                    linewidth=0.5,
-                    legend=False,
-                    ax=ax,
-                )
-                ax.tick_params(axis="x", labelrotation=15)
-            legend = ax.get_legend()  # seaborn's, one entry per other-key setting
-            handles = list(legend.legend_handles) if legend else []
-            labels = [t.get_text() for t in legend.get_texts()] if legend else []
-            if paper is not None and paper.key == key and reference(ax, paper, xs, m, numeric):
-                handles, labels = handles + [ax.get_lines()[-1] if numeric else ax.collections[-1]], labels + ["paper"]
-            if handles:
-                ax.legend(handles, labels, fontsize=8, title=", ".join(others) or None, title_fontsize=8)
-            ax.set_xlabel(key)
-            ax.set_ylabel(f"{m}{unit(m)}: mean ± std over seeds, dots: seeds")
-            ax.set_title(f"{m} vs {key}")
-            ax.grid(alpha=0.3)
-            fig.tight_layout()
-            path = out / f"{m}_{'vs' if numeric else 'by'}_{key.replace('/', '_')}.png"
-            fig.savefig(path, dpi=120)
-            plt.close(fig)
-            written.append(path)
-    return written
+        sns.scatterplot(data, x="_x", y=m, **hue, s=16, edgecolor="k", legend=False, ax=ax, zorder=3)
+        ax.set_xticks([float(typed(x)) for x in xs])
+    else:
+        sns.barplot(data, x="_x", y=m, order=xs, **hue, errorbar="sd", capsize=0.1, alpha=0.7, ax=ax)
+        sns.stripplot(
+            data,
+            x="_x",
+            y=m,
+            order=xs,
+            **hue,
+            dodge=bool(others),
+            jitter=False,
+            size=4,
+            edgecolor="k",
+            linewidth=0.5,
+            legend=False,
+            ax=ax,
+        )
+        ax.tick_params(axis="x", labelrotation=15)
+    legend = ax.get_legend()  # seaborn's, one entry per other-key setting
+    handles = list(legend.legend_handles) if legend else []
+    labels = [t.get_text() for t in legend.get_texts()] if legend else []
+    if paper is not None and paper.key == key and reference(ax, paper, xs, m, numeric):
+        handles, labels = handles + [ax.get_lines()[-1] if numeric else ax.collections[-1]], labels + ["paper"]
+    if handles:
+        ax.legend(handles, labels, fontsize=8, title=", ".join(others) or None, title_fontsize=8)
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"{m}{unit(m)}: mean ± std over seeds, dots: seeds")
+    ax.set_title(f"{m} vs {key}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig, f"{m}_{'vs' if numeric else 'by'}_{key.replace('/', '_')}.png"
 
 
 def reference(ax: Any, paper: Paper, xs: list[str], metric: str, numeric: bool) -> bool:

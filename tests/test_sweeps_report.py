@@ -242,6 +242,41 @@ def test_report_orders_categorical_values_as_the_sweep_lists_them(tmp_path):
     assert value_order(["10", "2", "(default)"], ["10", "2"]) == ["(default)", "2", "10"]   # numbers ascend
 
 
+def test_report_figures_follow_config_order_and_show_every_seed(tmp_path):
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PathCollection
+
+    from mfexp.report import figure, load_runs, summarise, swept_keys
+
+    def seeds_drawn(ax) -> list[float]:
+        return sorted(y for c in ax.collections if isinstance(c, PathCollection) for _, y in c.get_offsets())
+
+    sweep = tmp_path / "grid"
+    for aug in ("mosaicfusion", "cut_paste", "none"):
+        for n in (4, 1):
+            for seed in (0, 1, 2):
+                run = fake_run(sweep, f"{aug}{n}s{seed}", [f"augmenter={aug}", f"generator.num_objects={n}",
+                                                           f"seed={seed}"], metrics(0.2, 0.1 + seed / 100))
+                write_sweep_params(run, {"augmenter": "none,mosaicfusion,cut_paste", "generator.num_objects": "4,1"})
+    runs = load_runs(sweep)
+    keys = swept_keys(runs)
+    summary = summarise(runs, keys, runs.metrics)
+
+    fig, name = figure(runs, summary, keys, "augmenter", "APr")
+    ax = fig.axes[0]
+    assert name == "APr_by_augmenter.png" and ax.get_ylabel().startswith("APr (%)")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "mosaicfusion", "cut_paste"]   # config order
+    assert [p.get_height() for p in ax.patches if p.get_height()] == pytest.approx([11.0] * 6)      # mean, in %
+    assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)                 # every run a dot
+    plt.close(fig)
+
+    fig, name = figure(runs, summary, keys, "generator.num_objects", "APr")
+    ax = fig.axes[0]
+    assert name == "APr_vs_generator.num_objects.png" and list(ax.get_xticks()) == [1.0, 4.0]       # numbers ascend
+    assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)
+    plt.close(fig)
+
+
 def test_report_paper_numbers_as_reference(tmp_path, capsys):
     from mfexp.report import ReportError, main, report
 
