@@ -386,7 +386,7 @@ def markdown(rows: list[dict], keys: list[str], metrics: list[str], runs: list[R
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    from mfexp.lvis_io import atomic_write_bytes, csv_bytes
+    from mfexp.fileio import atomic_write_bytes, csv_bytes
 
     atomic_write_bytes(path, csv_bytes(rows, columns))
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mfexp.lvis_io import atomic_path
+from mfexp.fileio import atomic_path
 from mfexp.toyworld.t2i import ToyT2IConfig, assemble_pipeline, build_components, save_toy_pipeline
 from mfexp.toyworld.world import SHAPE_DEFS, build_categories, caption, render_single_object_image, split_name
 
