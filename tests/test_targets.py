@@ -45,9 +45,10 @@ def test_the_command_line_names_a_missing_mmdet(tmp_path):
     code = ("import sys; sys.modules['mmdet'] = None; from mfexp.__main__ import main; "
             f"sys.argv = ['mfexp', 'stages=[train]', 'logger=none', 'paths.log_dir={tmp_path}']; main()")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == ["error: stage train (mfexp.detection.stages.train) needs the Python package 'mmdet', which is "
-                      "not installed; install the dependencies with: bash scripts/setup.sh"]
+    assert errors == [("error: stage train (mfexp.detection.stages.train) needs the Python package 'mmdet', which is "
+                       "not installed; install the dependencies with: bash scripts/setup.sh")]
