@@ -28,12 +28,10 @@ MODELS = {"tiny": ["generator/model=tiny_random"], "toy": ["generator/model=toy"
 
 
 def config(args):
-    from hydra import compose, initialize_config_dir
-    import mfexp.__main__  # noqa: F401
-    overrides = MODELS[args.model] + [f"generator.num_objects={args.num_objects}", "generator.jitter=[1.0,1.0]",
-                                      f"generator.num_inference_steps={args.steps}", f"generator.model.dtype={args.dtype}"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    from mfexp.__main__ import compose
+    return compose(MODELS[args.model] + [f"generator.num_objects={args.num_objects}", "generator.jitter=[1.0,1.0]",
+                                         f"generator.num_inference_steps={args.steps}",
+                                         f"generator.model.dtype={args.dtype}"])
 
 
 def rss_mb() -> float:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mfexp.__main__ import compose  # noqa: E402
 from mfexp.toyworld.world import (build_categories, classify_colour, classify_shape,  # noqa: E402
                                   render_single_object_image, segment_saturated, split_name)
 
@@ -177,13 +178,6 @@ def classify_by_reference(net, images) -> tuple[np.ndarray, list]:
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 0.0
-
-
-def compose(overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    import mfexp.__main__  # noqa: F401
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
 
 
 def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=(), mixed=None):
@@ -386,7 +380,7 @@ def main():
     main_cats, mixed_cats = cats, None
     if args.pool == "dataset":
         from mfexp.data import prepare_dataset
-        from mfexp.mosaicfusion.prompts import load_categories, select_categories
+        from mfexp.lvis import load_categories, select_categories
         full = compose(["generator/model=toy", *model])
         pool = load_categories(prepare_dataset(full.dataset)["train_json"])
         main_cats = select_categories(pool, full.generator.main_frequency, "main")

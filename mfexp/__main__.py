@@ -28,6 +28,18 @@ if not OmegaConf.has_resolver("mfexp_root"):   # conf/config.yaml: hydra.searchp
     OmegaConf.register_new_resolver("mfexp_root", lambda: str(ROOT))
 
 
+def compose(overrides=()) -> DictConfig:
+    """The config `python -m mfexp <overrides>` runs with, outside a run (tests, checks, benchmarks); ``${hydra:...}``
+    interpolations resolve as in a run."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 def offline_defaults(cfg: DictConfig) -> None:
     """No network unless asked for: hub offline unless the model allows downloads; wandb offline by default."""
     if not OmegaConf.select(cfg, "generator.model.allow_download", default=False):
@@ -43,13 +55,14 @@ def main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from mfexp.logging import finish_wandb
-    from mfexp.run import StageNotBuilt, run_experiment, summary
+    from mfexp.run import run_experiment, summary
+    from mfexp.targets import MissingPackage
 
     offline_defaults(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         results = run_experiment(cfg, run_dir)
-    except (ValueError, FileNotFoundError, StageNotBuilt) as e:
+    except (ValueError, FileNotFoundError, MissingPackage) as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         finish_wandb()

@@ -111,7 +111,7 @@ def check_dataset(cfg) -> Check:
         return check_lvis_layout(ds)
     keys = [k for k in ("train_json", "val_json") if k in ds]
     if not keys:
-        return Check("dataset", SKIP, f"dataset {name!r}: built by {ds.get('prepare')}, not checked")
+        return Check("dataset", SKIP, f"dataset {name!r}: built by {ds.get('_target_')}, not checked")
     missing = [str(ds[k]) for k in keys if not Path(str(ds[k])).expanduser().is_file()]
     if missing:
         return Check("dataset", FAIL, f"dataset {name!r}: missing {', '.join(missing)}",
@@ -371,24 +371,13 @@ def run_checks(cfg) -> list[Check]:
     return checks
 
 
-def compose(overrides: list[str]):
-    """The config `python -m mfexp <overrides>` runs with (hydra interpolations resolvable)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
-    from mfexp.__main__ import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.split("\n\n")[0] + "\n\nusage: python -m mfexp.check [hydra overrides, as for python -m mfexp]")
         return 0
+    from mfexp.__main__ import compose
+
     cfg = compose(argv)
     checks = run_checks(cfg)
     for c in checks:

@@ -17,7 +17,7 @@ import copy
 import cv2
 import numpy as np
 
-from mfexp.lvis_io import decode_rle, mask_annotation
+from mfexp.lvis import decode_rle, mask_annotation
 
 MASK_MODES = ("none", "box", "dilate")
 

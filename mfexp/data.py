@@ -1,5 +1,5 @@
-"""The real dataset of an experiment: `prepare_dataset(cfg.dataset)` calls the dataset's `prepare` function, then
-applies the novel-category protocol (`dataset.novel`).
+"""The real dataset of an experiment: `prepare_dataset(cfg.dataset)` calls the dataset's `_target_` (a function of
+mfexp.datasets), then applies the novel-category protocol (`dataset.novel`).
 
 Protocols (which categories count as *novel*: ``AP_novel`` is the mask AP over them):
 - ``held_out``: categories without training annotations (the toy world's held-out ones; a file's own
@@ -12,36 +12,29 @@ Protocols (which categories count as *novel*: ``AP_novel`` is the mask AP over t
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mfexp.targets import locate
+
 SPLIT_KEYS = ("train_json", "train_images", "val_json", "val_images")
 NOVEL_PROTOCOLS = ("held_out", "rare")
-
-
-def import_object(dotted: str):
-    module, _, name = dotted.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot import {dotted!r}: {e}") from None
 
 
 def prepare_dataset(dataset_cfg) -> dict:
     """Paths of the LVIS-format train/val annotation files and image folders (building the dataset if needed);
     under ``dataset.novel=rare`` the training file is the one without the rare categories' annotations."""
     protocol = novel_protocol(dataset_cfg)
-    prepare = dataset_cfg.get("prepare")
-    if not prepare:
-        raise ValueError("dataset config has no 'prepare' function")
-    paths = import_object(prepare)(dataset_cfg)
+    target = dataset_cfg.get("_target_")
+    if not target:
+        raise ValueError("dataset config has no '_target_' (the function that prepares it)")
+    paths = locate(target, "dataset._target_")(dataset_cfg)
     missing = [k for k in SPLIT_KEYS if k not in paths]
     if missing:
-        raise ValueError(f"dataset {dataset_cfg.get('name')!r}: prepare() returned no {missing}")
+        raise ValueError(f"dataset {dataset_cfg.get('name')!r}: {target}() returned no {missing}")
     if protocol == "rare":
         cache_dir = dataset_cfg.get("cache_dir") or os.path.join(os.path.expanduser("~"), ".cache", "mfexp")
         paths = dict(paths, train_json=str(without_rare_annotations(paths["train_json"], cache_dir)))
@@ -60,7 +53,7 @@ def without_rare_annotations(train_json: str | os.PathLike, cache_dir: str | os.
     """The training file of the open-vocabulary protocol: ``train_json`` without the annotations of its rare
     categories, with ``novel_category_ids`` = the categories left without annotations. Written once (atomically)
     per source file (path, size and modification time) under ``<cache_dir>/open_vocabulary/``; returns its path."""
-    from mfexp.lvis_io import atomic_write_json
+    from mfexp.fileio import atomic_write_json
 
     source = Path(train_json).expanduser().resolve()
     if not source.is_file():

@@ -583,7 +583,7 @@ def markdown(
 
 
 def write_csv(path: Path, frame: pd.DataFrame, columns: list[str]) -> None:
-    from mfexp.lvis_io import atomic_write_bytes
+    from mfexp.fileio import atomic_write_bytes
 
     atomic_write_bytes(path, frame.reindex(columns=columns).to_csv(index=False, lineterminator="\n").encode())
 

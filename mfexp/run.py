@@ -1,7 +1,6 @@
 """Run an experiment's stages in order on one run folder; skip stages already done for the same config."""
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import shutil
@@ -9,36 +8,25 @@ import time
 from pathlib import Path
 
 from mfexp.data import config_hash
+from mfexp.fileio import atomic_write_json
 from mfexp.logging import is_rank_zero
-from mfexp.lvis_io import atomic_write_json
+from mfexp.targets import locate
 
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("generate", "train", "evaluate")
+STAGES = {"generate": "mfexp.run.generate", "train": "mfexp.detection.stages.train",
+          "evaluate": "mfexp.detection.stages.evaluate"}   # each called as fn(cfg, run_dir) -> result dict
 # the config each stage depends on (together with every earlier stage's)
 STAGE_KEYS = {"generate": ("augmenter", "generator", "dataset", "seed", "generate"),
               "train": ("detector", "train_data"),
               "evaluate": ("evaluate",)}
 
 
-class StageNotBuilt(RuntimeError):
-    pass
-
-
-def _call(dotted: str, what: str):
-    module, _, name = dotted.rpartition(".")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise StageNotBuilt(f"stage '{what}' is not built yet ({e})") from None
-    return fn
-
-
 def generate(cfg, run_dir: Path) -> dict:
     """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir) (its options live in cfg.augmenter),
     or a copy of another run's synthetic set (`generate.reuse=PATH`); then the positive controls of
     `generator.corrupt`, if any (mfexp.corrupt)."""
-    from hydra.utils import get_method
     from omegaconf import OmegaConf
 
     from mfexp.corrupt import check_corrupt
@@ -48,7 +36,7 @@ def generate(cfg, run_dir: Path) -> dict:
     if reuse:
         result = reuse_synthetic(Path(reuse), run_dir)
     else:
-        result = get_method(cfg.augmenter._target_)(cfg, run_dir)
+        result = locate(cfg.augmenter._target_, "augmenter._target_")(cfg, run_dir)
     return corrupt_synthetic(cfg, run_dir, corrupt, result)
 
 
@@ -96,22 +84,11 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
         shutil.copy2(ann, clean)   # the augmenter (or reuse) has just written a clean set
     data, summary = corrupt_lvis(json.loads(clean.read_text()), corrupt, int(cfg.seed))
     atomic_write_json(ann, data)
-    from mfexp.mosaicfusion.stage import write_gallery
+    from mfexp.draw import write_gallery
     write_gallery(syn, data["images"], data["annotations"], data["categories"], 16)
     log.info("generate: positive control %s: %d of %d instances relabelled, masks %s", corrupt,
              summary["relabelled"], summary["instances"], summary["masks"])
     return dict(result, corrupt=summary)
-
-
-def train(cfg, run_dir: Path) -> dict:
-    return _call("mfexp.detection.stages.train", "train")(cfg, run_dir)
-
-
-def evaluate(cfg, run_dir: Path) -> dict:
-    return _call("mfexp.detection.stages.evaluate", "evaluate")(cfg, run_dir)
-
-
-STAGES = {"generate": generate, "train": train, "evaluate": evaluate}
 
 
 def stage_hash(cfg, stage: str) -> str:
@@ -142,7 +119,7 @@ def run_experiment(cfg, run_dir: Path) -> dict:
                 continue
         log.info("stage %s: running", stage)
         start = time.time()
-        results[stage] = STAGES[stage](cfg, run_dir) or {}
+        results[stage] = locate(STAGES[stage], f"stage {stage}")(cfg, run_dir) or {}
         timings[stage] = round(time.time() - start, 1)
         if is_rank_zero():
             atomic_write_json(marker, {"hash": h, "result": results[stage], "seconds": timings[stage]})

@@ -48,13 +48,11 @@ def test_defaults_are_rows_of_their_sweeps():
 
 def test_prompt_templates_keep_the_object_token_in_the_toy_world():
     """Every template of the prompt sweep, with the toy categories and tokenizer: the object token is found."""
-    from transformers import CLIPTokenizer
-
-    from mfexp.assets import tokenizer_path
+    from mfexp.assets import load_tokenizer
     from mfexp.mosaicfusion.prompts import display_name, object_token_index, region_prompt
     from mfexp.toyworld.world import build_categories
 
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_path())
+    tokenizer = load_tokenizer()
     for template in PAPER["prompt"][1]:
         for category in build_categories():
             prompt = region_prompt(template, category)

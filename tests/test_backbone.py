@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 from fixtures_detection import make_lvis_fixture
 from mfexp.detection import stages
 from mfexp.toyworld.pretrain_backbone import CLASSES, Classifier, render_corpus, render_sample

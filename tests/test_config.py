@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 
 GROUPS = ["generator", "generator/model", "augmenter", "dataset", "detector", "trainer", "logger", "paths"]
 

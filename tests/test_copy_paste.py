@@ -9,7 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose
+from helpers import ROOT, compose
 from fixtures_detection import make_lvis_fixture
 
 TINY = ["logger=none", "trainer.enable_progress_bar=false", "detector.max_iters=2", "detector.batch_size=2",
@@ -26,9 +26,9 @@ def copy_paste_options(cfg):
     return OmegaConf.to_container(cfg.augmenter.copy_paste, resolve=True)
 
 
-@pytest.mark.parametrize("augmenter,target", [("copy_paste", "mfexp.augment.no_augmentation"),
+@pytest.mark.parametrize("augmenter,target", [("copy_paste", "mfexp.augmenters.none.no_augmentation"),
                                               ("mosaicfusion_copy_paste",
-                                               "mfexp.mosaicfusion.stage.generate_mosaicfusion")])
+                                               "mfexp.augmenters.mosaicfusion.generate_mosaicfusion")])
 def test_augmenters_compose(augmenter, target):
     cfg = compose([f"augmenter={augmenter}"])
     assert cfg.augmenter.name == augmenter and cfg.augmenter._target_ == target
@@ -69,7 +69,7 @@ def test_paper_setting_wraps_the_dataset_as_mmdet_requires():
 
 
 def test_canvas_and_thresholds_can_be_set():
-    from mfexp.detection.mmdet_config import copy_paste_pipelines
+    from mfexp.augmenters.copy_paste import copy_paste_pipelines
 
     cfg = compose(["augmenter=copy_paste", "augmenter.copy_paste.image_size=[1024,1024]",
                    "augmenter.copy_paste.mask_occluded_thr=300", "augmenter.copy_paste.bbox_occluded_thr=10"])

@@ -6,7 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from mfexp.corrupt import check_corrupt, corrupt_lvis, degrade_mask, relabel
-from mfexp.lvis_io import decode_rle, encode_jpeg, image_record, lvis_file, mask_annotation
+from mfexp.fileio import encode_jpeg
+from mfexp.lvis import decode_rle, image_record, lvis_file, mask_annotation
 from mfexp.run import generate
 
 
@@ -113,7 +114,7 @@ def test_reuse_of_a_folder_without_a_set_fails_clearly(tmp_path):
 
 
 def test_corruption_without_a_synthetic_set_fails_clearly(tmp_path):
-    cfg = OmegaConf.create({"seed": 0, "augmenter": {"name": "none", "_target_": "mfexp.augment.no_augmentation"},
+    cfg = OmegaConf.create({"seed": 0, "augmenter": {"name": "none", "_target_": "mfexp.augmenters.none.no_augmentation"},
                             "generate": {"reuse": None}, "generator": {"corrupt": {"labels": 0.5}}})
     with pytest.raises(ValueError, match="made none"):
         generate(cfg, tmp_path / "run")
@@ -121,7 +122,7 @@ def test_corruption_without_a_synthetic_set_fails_clearly(tmp_path):
 
 # ------------------------------------------------------------------------------------- sweeps of the controls
 def test_control_sweep_settings_compose_to_the_documented_corruptions():
-    from conftest import compose
+    from helpers import compose
 
     want = {"clean": (0.0, "none"), "labels50": (0.5, "none"), "masks_box": (0.0, "box"),
             "masks_dilate": (0.0, "dilate")}
@@ -132,7 +133,7 @@ def test_control_sweep_settings_compose_to_the_documented_corruptions():
 
 
 def test_equal_instances_sweep_holds_the_instance_budget():
-    from conftest import compose
+    from helpers import compose
 
     for n, per in ((1, 40), (2, 20), (4, 10)):
         cfg = compose(["+sweep=num_objects_equal_instances", f"generator.num_objects={n}", "seed=0"])
@@ -168,7 +169,7 @@ def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
 def test_reuse_path_is_not_part_of_the_run_folder_name():
     from omegaconf import OmegaConf
 
-    from conftest import compose
+    from helpers import compose
 
     cfg = compose(["+control=labels50", "generate.reuse='outputs/runs/seed=0'", "seed=0"])
     assert cfg.generate.reuse == "outputs/runs/seed=0"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import compose
+from helpers import compose
 from fixtures_detection import make_lvis_fixture
 from mfexp.compat import patch_lvis
 from mfexp.detection import stages
-from mfexp.detection.datasets import read_lvis_json
+from mfexp.lvis import read_lvis_json
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids
 
 TINY = ["logger=none", "trainer.enable_progress_bar=false", "detector.max_iters=2",
@@ -255,7 +255,7 @@ def test_evaluate_without_checkpoint_raises(tmp_path, fixture_files, use_files):
 
 
 def test_lvis_paths_missing_files(tmp_path):
-    from mfexp.detection.lvis_v1 import lvis_paths
+    from mfexp.datasets.lvis_v1 import lvis_paths
 
     cfg = compose(["experiment=lvis_mosaicfusion", f"paths.data_dir={tmp_path}"])
     with pytest.raises(FileNotFoundError, match="LVIS v1 train_json not found"):
@@ -307,7 +307,7 @@ def test_bf16_mixed_on_cpu(tmp_path, fixture_files, use_files):
 KILL_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from conftest import compose
+from helpers import compose
 from mfexp.detection import stages
 stages.dataset_files = lambda cfg: json.loads({files!r})
 stages.train(compose({overrides!r}), {run_dir!r})

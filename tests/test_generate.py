@@ -11,12 +11,12 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from conftest import ROOT, compose
-from mfexp.lvis_io import decode_rle, encode_jpeg, read_rgb
-from mfexp.mosaicfusion import stage as stage_module
+from helpers import ROOT, compose
+from mfexp.augmenters import mosaicfusion as mf_augmenter
+from mfexp.fileio import encode_jpeg, read_rgb
+from mfexp.lvis import decode_rle, load_categories, select_categories
 from mfexp.mosaicfusion.models import load_pipeline
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
-from mfexp.mosaicfusion.prompts import load_categories, select_categories
 
 
 def overrides(categories_file, *extra):
@@ -36,7 +36,7 @@ def read_outputs(out: Path):
 def generated(tmp_path_factory, categories_file):
     cfg = compose(overrides(categories_file))
     run_dir = tmp_path_factory.mktemp("run")
-    summary = stage_module.generate_mosaicfusion(cfg, run_dir)
+    summary = mf_augmenter.generate_mosaicfusion(cfg, run_dir)
     return cfg, run_dir, summary
 
 
@@ -89,7 +89,7 @@ def test_decoded_masks_equal_the_computed_masks(generated, categories_file):
 
 def test_resume_after_a_crash_loses_and_duplicates_nothing(generated, tmp_path, monkeypatch, categories_file):
     cfg, ref_dir, _ = generated
-    real_write = stage_module.write_part
+    real_write = mf_augmenter.write_part
     calls = {"n": 0}
 
     def crashing_write(out, result, q):
@@ -98,13 +98,13 @@ def test_resume_after_a_crash_loses_and_duplicates_nothing(generated, tmp_path, 
         calls["n"] += 1
         real_write(out, result, q)
 
-    monkeypatch.setattr(stage_module, "write_part", crashing_write)
+    monkeypatch.setattr(mf_augmenter, "write_part", crashing_write)
     with pytest.raises(RuntimeError, match="killed"):
-        stage_module.generate_mosaicfusion(cfg, tmp_path)
+        mf_augmenter.generate_mosaicfusion(cfg, tmp_path)
     out = tmp_path / "synthetic"
     assert len(list((out / "parts").glob("*.json"))) == 5 and not (out / "annotations.json").exists()
-    monkeypatch.setattr(stage_module, "write_part", real_write)
-    summary = stage_module.generate_mosaicfusion(cfg, tmp_path)
+    monkeypatch.setattr(mf_augmenter, "write_part", real_write)
+    summary = mf_augmenter.generate_mosaicfusion(cfg, tmp_path)
     assert summary["mosaics"] == 12
     assert read_outputs(out) == read_outputs(ref_dir / "synthetic")
     ids = [a["id"] for a in json.loads((out / "annotations.json").read_text())["annotations"]]
@@ -116,7 +116,7 @@ def test_changed_config_refuses_to_mix(generated):
     cfg.generator.guidance_scale = 3.0
     try:
         with pytest.raises(ValueError, match="another configuration"):
-            stage_module.generate_mosaicfusion(cfg, run_dir)
+            mf_augmenter.generate_mosaicfusion(cfg, run_dir)
     finally:
         cfg.generator.guidance_scale = 7.5
 

@@ -7,7 +7,7 @@ from mfexp.mosaicfusion.masks import (MaskError, aggregate_maps, binarize, expan
                                       region_mask, single_component)
 from mfexp.mosaicfusion.layout import Region
 
-from conftest import compose
+from helpers import compose
 
 MASK_CFG = OmegaConf.create(dict(threshold="otsu", refine="fgs", refine_lambda=256.0, refine_sigma_color=16.0,
                                  bilateral=dict(DEFAULTS), min_area=0.05, max_area=0.95, area_reference="region",

@@ -1,14 +1,13 @@
 import pytest
-from transformers import CLIPTokenizer
 
-from mfexp.assets import tokenizer_path
-from mfexp.mosaicfusion.prompts import (PromptError, display_name, load_categories, object_token_index,
-                                        region_prompt, select_categories)
+from mfexp.assets import load_tokenizer
+from mfexp.lvis import load_categories, select_categories
+from mfexp.mosaicfusion.prompts import PromptError, display_name, object_token_index, region_prompt
 
 
 @pytest.fixture(scope="module")
 def tok():
-    return CLIPTokenizer.from_pretrained(tokenizer_path())
+    return load_tokenizer()
 
 
 def test_categories_and_groups(categories_file):

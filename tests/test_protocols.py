@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose
+from helpers import compose
 from fixtures_detection import make_lvis_fixture
 
 TINY = ["logger=none", "trainer.enable_progress_bar=false", "detector.max_iters=2", "detector.batch_size=2",
@@ -129,7 +129,7 @@ def test_rare_protocol_removes_rare_annotations_from_train_only(tmp_path):
 def test_ap_novel_follows_the_protocol(tmp_path):
     """held_out: AP_novel over the held-out categories; rare: over every rare one, which makes it APr."""
     from mfexp.data import prepare_dataset
-    from mfexp.detection.datasets import read_lvis_json
+    from mfexp.lvis import read_lvis_json
     from mfexp.detection.metrics import lvis_evaluate
     from mfexp.detection.stages import novel_ids
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose
+from helpers import compose
 from fixtures_detection import make_lvis_fixture
 
 ZOO = "mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py"

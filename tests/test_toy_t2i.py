@@ -10,7 +10,8 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from mfexp.assets import tokenizer_path, toy_t2i_path  # noqa: E402
-from mfexp.toyworld.t2i import ToyT2IConfig, build_components, load_toy_pipeline  # noqa: E402
+from mfexp.mosaicfusion.models import load_folder  # noqa: E402
+from mfexp.toyworld.t2i import ToyT2IConfig, build_components  # noqa: E402
 
 TINY_MODEL = {
     "image_size": 32,
@@ -27,7 +28,9 @@ TINY_MODEL = {
 @pytest.fixture(scope="module")
 def shipped():
     torch.set_num_threads(1)
-    return load_toy_pipeline()
+    pipe = load_folder(toy_t2i_path())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def test_shipped_weights_load_like_sd(shipped):
@@ -90,7 +93,7 @@ def test_training_runs_loss_falls_and_resumes(tmp_path):
     log = (out / "train_log.txt").read_text().splitlines()
     eps = [float(line.split("eps_loss ")[1].split()[0]) for line in log if "unet step" in line]
     assert len(eps) == 4 and eps[-1] < eps[0]
-    pipe = load_toy_pipeline(out)
+    pipe = load_folder(out)
     assert pipe.unet.config.sample_size == 16 and pipe.vae.config.scaling_factor > 0
     # resume: more steps continue from the kept checkpoint
     train(TrainConfig(**{**cfg.__dict__, "steps": 50}))
@@ -102,10 +105,12 @@ def test_corrupt_or_missing_weights_raise_clear_error(tmp_path):
     bad = tmp_path / "toy"
     shutil.copytree(toy_t2i_path(), bad)
     (bad / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="corrupt"):
-        load_toy_pipeline(bad)
-    with pytest.raises(ValueError, match="model_index.json"):
-        load_toy_pipeline(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="corrupt") as e:
+        load_folder(bad)
+    assert "\n" not in str(e.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        load_folder(tmp_path / "empty")
 
 
 def test_min_snr_weights():

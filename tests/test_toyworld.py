@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mfexp.toyworld.dataset import lvis_frequency, prepare_toyworld
+from mfexp.datasets.toyworld import prepare_toyworld
+from mfexp.lvis import lvis_frequency
 from mfexp.toyworld.world import COLOURS, SHAPES, build_categories, render_object, shape_mask
 
 TINY = {

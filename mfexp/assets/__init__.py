@@ -11,6 +11,13 @@ def tokenizer_path() -> Path:
     return ASSETS_DIR / "clip_tokenizer"
 
 
+def load_tokenizer():
+    """The offline CLIP tokenizer (a ``transformers.CLIPTokenizer``)."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(tokenizer_path()))
+
+
 def toy_t2i_path() -> Path:
     """Folder of the shipped toy text-to-image pipeline (``StableDiffusionPipeline.from_pretrained(...)``)."""
     return ASSETS_DIR / "toy_t2i"

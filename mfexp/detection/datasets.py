@@ -1,4 +1,4 @@
-"""LVIS-format annotation files: validation with clear errors, and the MMDetection dataset that reads them.
+"""The MMDetection side of LVIS-format files: the dataset that reads them, its samplers and transforms.
 
 ``MfexpLVISDataset`` is mmdet's ``LVISV1Dataset`` with three differences: image paths come from ``file_name``
 (relative to the images folder) when present, else from ``coco_url`` (``train2017/xxx.jpg``, as real LVIS v1 files
@@ -9,71 +9,14 @@ category set get the same labels whatever their order; class names come from the
 from __future__ import annotations
 
 import copy
-import json
-import os
 import random
-from pathlib import Path
 
 from mmcv.transforms.utils import cache_randomness
 from mmdet.datasets import AspectRatioBatchSampler, ConcatDataset, LVISV1Dataset
 from mmdet.datasets.transforms import CopyPaste
 from mmdet.registry import DATA_SAMPLERS, DATASETS, TRANSFORMS
 
-COCO_URL_PREFIX = "http://images.cocodataset.org/"
-_IMAGE_KEYS = ("id", "height", "width")
-_ANN_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "area")
-_CAT_KEYS = ("id", "name", "frequency")
-
-
-def read_lvis_json(path: str | os.PathLike, what: str = "annotation file") -> dict:
-    """Load an LVIS v1-format file and check its structure; every problem is a one-line ``ValueError``
-    (``FileNotFoundError`` for a missing file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {path} is not valid JSON ({e})") from None
-    lists = ("images", "annotations", "categories")
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
-        raise ValueError(f"{what} {path} is not in LVIS format: expected a JSON object with lists "
-                         "'images', 'annotations' and 'categories'")
-    for key, fields in (("images", _IMAGE_KEYS), ("annotations", _ANN_KEYS), ("categories", _CAT_KEYS)):
-        for i, item in enumerate(data[key]):
-            missing = [f for f in fields if f not in item] if isinstance(item, dict) else list(fields)
-            if missing:
-                raise ValueError(f"{what} {path} is not in LVIS format: {key}[{i}] lacks {missing}")
-    for i, img in enumerate(data["images"]):
-        if "file_name" not in img and "coco_url" not in img:
-            raise ValueError(f"{what} {path} is not in LVIS format: images[{i}] has neither file_name nor coco_url")
-        for k in ("neg_category_ids", "not_exhaustive_category_ids"):
-            img.setdefault(k, [])
-    cat_ids = {c["id"] for c in data["categories"]}
-    bad = sorted({a["category_id"] for a in data["annotations"]} - cat_ids)
-    if bad:
-        raise ValueError(f"{what} {path}: annotations use category ids not in its categories list: {bad[:10]}")
-    if not data["categories"]:
-        raise ValueError(f"{what} {path} has no categories")
-    return data
-
-
-def check_same_categories(real: dict, synthetic: dict, synthetic_path: str | os.PathLike) -> None:
-    """A synthetic set must carry the real train set's category list (same ids), so labels agree."""
-    real_ids = {c["id"] for c in real["categories"]}
-    syn_ids = {c["id"] for c in synthetic["categories"]}
-    if syn_ids != real_ids:
-        raise ValueError(f"synthetic annotations {synthetic_path}: category ids differ from the real train set "
-                         f"({len(syn_ids)} vs {len(real_ids)} ids; not in the real set: "
-                         f"{sorted(syn_ids - real_ids)[:10]}, missing: {sorted(real_ids - syn_ids)[:10]})")
-
-
-def image_relpath(img: dict) -> str:
-    """The image's path relative to its images folder: ``file_name``, else the ``coco_url`` path."""
-    if img.get("file_name"):
-        return img["file_name"]
-    return img["coco_url"].replace(COCO_URL_PREFIX, "")
+from mfexp.lvis import image_relpath
 
 
 def class_names(data: dict) -> tuple[str, ...]:

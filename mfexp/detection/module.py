@@ -17,7 +17,7 @@ from mmdet.structures.mask import encode_mask_results
 from mmdet.utils import register_all_modules
 
 register_all_modules()
-from mfexp.lvis_io import atomic_path  # noqa: E402
+from mfexp.fileio import atomic_path  # noqa: E402
 from mfexp.detection import datasets as _datasets  # noqa: E402,F401  (registers our dataset pieces)
 
 

@@ -27,13 +27,14 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
 from mfexp.compat import patch_all
-from mfexp.detection.datasets import check_same_categories, class_names, read_lvis_json
+from mfexp.detection.datasets import class_names
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids, per_category_rows
 from mfexp.detection.mmdet_config import detector_config
 from mfexp.detection.module import AtomicCheckpointIO, DetectorModule, load_weights
-from mfexp.detection.visualize import plot_per_category, prediction_overlays
+from mfexp.draw import plot_per_category, prediction_overlays
+from mfexp.fileio import atomic_write_bytes, atomic_write_json, csv_bytes
 from mfexp.logging import lightning_logger, log_to_wandb
-from mfexp.lvis_io import atomic_write_bytes, atomic_write_json, csv_bytes
+from mfexp.lvis import check_same_categories, read_lvis_json
 
 log = logging.getLogger(__name__)
 HEADLINE = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")

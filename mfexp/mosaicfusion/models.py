@@ -28,29 +28,43 @@ def load_pipeline(model_cfg):
     if path is None:
         from mfexp.assets import toy_t2i_path
         path = toy_t2i_path()
-    kwargs = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dtype)
     if Path(path).is_dir():
-        if not (Path(path) / "model_index.json").is_file():
-            raise FileNotFoundError(f"generator.model.path={path} is a folder without model_index.json "
-                                    "(not a diffusers pipeline)")
-        return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        return load_folder(path, dtype)
     allow = bool(model_cfg.get("allow_download", False))
     if not allow or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(
             f"model {path!r} is not a local folder and hub downloads are off: download it "
             f"(huggingface-cli download {path} --local-dir DIR) and set generator.model.path=DIR, "
             "or set generator.model.allow_download=true")
-    return StableDiffusionPipeline.from_pretrained(path, revision=model_cfg.get("revision"), **kwargs)
+    return StableDiffusionPipeline.from_pretrained(path, revision=model_cfg.get("revision"), safety_checker=None,
+                                                   requires_safety_checker=False, torch_dtype=dtype)
+
+
+def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """A local diffusers pipeline folder (the shipped toy model, a downloaded SD) as a StableDiffusionPipeline;
+    a folder that is not one, or whose weights are corrupt or incomplete, is a one-line error."""
+    from diffusers import StableDiffusionPipeline
+
+    if not (Path(path) / "model_index.json").is_file():
+        raise FileNotFoundError(f"generator.model.path={path} is a folder without model_index.json "
+                                "(not a diffusers pipeline)")
+    try:
+        return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
+                                                       requires_safety_checker=False, torch_dtype=dtype)
+    except Exception as e:  # safetensors / json / shape errors all mean the same thing to the user
+        msg = " ".join(str(e).split())[:200]
+        raise ValueError(f"generator.model.path={path}: the weights are corrupt or incomplete "
+                         f"({type(e).__name__}: {msg})") from None
 
 
 def tiny_random_pipeline(seed: int = 0, size: str = "tiny"):
     """An SD-architecture pipeline with seeded random weights: `tiny` (tests, CPU) or `sd14` (full size, GPUs)."""
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from mfexp.assets import tokenizer_path
+    from mfexp.assets import load_tokenizer
 
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_path())
+    tokenizer = load_tokenizer()
     torch.manual_seed(seed)
     if size == "tiny":
         unet = UNet2DConditionModel(

@@ -1,48 +1,11 @@
-"""Categories, region prompts and the object token (pure functions)."""
+"""Region prompts and the object token (pure functions); categories and their frequency groups: mfexp.lvis."""
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
-
-FREQUENCIES = ("r", "c", "f")
 
 
 class PromptError(ValueError):
     """A prompt whose object token cannot be located: the mosaic is skipped with this reason."""
-
-
-def load_categories(path: str | Path) -> list[dict]:
-    """The `categories` of an LVIS-format annotation or category file, checked for the fields we use."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"category file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"category file {path} is not valid JSON: {e}") from None
-    cats = data.get("categories") if isinstance(data, dict) else data
-    if not isinstance(cats, list) or not cats:
-        raise ValueError(f"{path} has no LVIS 'categories' list")
-    for c in cats:
-        missing = {"id", "name", "frequency"} - set(c)
-        if missing:
-            raise ValueError(f"{path}: category {c.get('name', c.get('id'))!r} lacks {sorted(missing)}")
-        if c["frequency"] not in FREQUENCIES:
-            raise ValueError(f"{path}: category {c['name']!r} has frequency {c['frequency']!r}, not one of r, c, f")
-    return cats
-
-
-def select_categories(categories: list[dict], groups, what: str) -> list[dict]:
-    """Categories of the given LVIS frequency groups, by id; `what` names the config key in errors."""
-    groups = list(groups)
-    bad = [g for g in groups if g not in FREQUENCIES]
-    if bad:
-        raise ValueError(f"{what}: unknown frequency group(s) {bad}; choose from r, c, f")
-    chosen = [c for c in categories if c.get("frequency") in groups]
-    if not chosen:
-        raise ValueError(f"{what}={groups} selects no category")
-    return sorted(chosen, key=lambda c: c["id"])
 
 
 def display_name(category: dict) -> str:

@@ -2,8 +2,9 @@
 
 It is assembled as a ``diffusers.StableDiffusionPipeline`` (AutoencoderKL + UNet2DConditionModel with
 cross-attention + CLIPTextModel + the offline CLIP tokenizer fixture + an SD-style PNDM scheduler), so a saved
-folder loads with ``StableDiffusionPipeline.from_pretrained(dir)`` exactly like SD v1.4. ``python -m
-mfexp.toyworld.train_t2i`` trains it; the result ships in ``mfexp/assets/toy_t2i`` (see ``mfexp.assets``).
+folder loads with ``StableDiffusionPipeline.from_pretrained(dir)`` exactly like SD v1.4 (``generator/model=toy``:
+``mfexp.mosaicfusion.models.load_pipeline``). ``python -m mfexp.toyworld.train_t2i`` trains it; the result ships in
+``mfexp/assets/toy_t2i`` (see ``mfexp.assets``).
 """
 from __future__ import annotations
 
@@ -74,21 +75,15 @@ def _norm_groups(channels) -> int:
     return 1
 
 
-def build_tokenizer(path: str | os.PathLike | None = None):
-    from transformers import CLIPTokenizer
-
-    from mfexp.assets import tokenizer_path
-
-    return CLIPTokenizer.from_pretrained(str(path or tokenizer_path()))
-
-
 def build_components(cfg: ToyT2IConfig | None = None, seed: int = 0) -> dict[str, Any]:
     """Freshly initialised components (seeded): ``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``scheduler``."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from mfexp.assets import load_tokenizer
+
     cfg = cfg or ToyT2IConfig()
-    tokenizer = build_tokenizer()
+    tokenizer = load_tokenizer()
     torch.manual_seed(seed)
     nv = len(cfg.vae_channels)
     vae = AutoencoderKL(
@@ -163,26 +158,3 @@ def save_toy_pipeline(pipe, out_dir: str | os.PathLike, cfg: ToyT2IConfig, info:
     meta = {"model": cfg.to_dict(), **(info or {})}
     (out / TOY_INFO_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
-
-
-def load_toy_pipeline(path: str | os.PathLike | None = None, torch_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    """Load a toy pipeline folder (default: the shipped weights) as a ``StableDiffusionPipeline``.
-
-    Raises ``ValueError`` with a one-line message when the folder is missing or its weights are corrupt.
-    """
-    from diffusers import StableDiffusionPipeline
-
-    from mfexp.assets import toy_t2i_path
-
-    folder = Path(path) if path is not None else toy_t2i_path()
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(f"no toy text-to-image pipeline at {folder} (model_index.json missing); train one with python -m mfexp.toyworld.train_t2i")
-    try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            str(folder), dtype=torch_dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-        )
-    except Exception as e:  # safetensors / json / shape errors all mean the same thing to the user
-        msg = " ".join(str(e).split())[:200]
-        raise ValueError(f"toy text-to-image weights at {folder} are corrupt or incomplete ({type(e).__name__}: {msg})") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)

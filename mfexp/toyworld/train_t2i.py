@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mfexp.lvis_io import atomic_path
+from mfexp.fileio import atomic_path
 from mfexp.toyworld.t2i import ToyT2IConfig, assemble_pipeline, build_components, save_toy_pipeline
 from mfexp.toyworld.world import SHAPE_DEFS, build_categories, caption, render_single_object_image, split_name
 
@@ -207,11 +207,29 @@ class _Log:
             f.write(line + "\n")
 
 
-def train(cfg: TrainConfig) -> Path:
-    from tqdm import tqdm
+@dataclass
+class _Run:
+    """What the training stages share: settings, device, category names, the resumable state and its file."""
 
+    cfg: TrainConfig
+    mcfg: ToyT2IConfig
+    dev: torch.device
+    names: list[str]
+    state: dict
+    ckpt_path: Path
+    log: _Log
+
+    def save(self, vae, extra: dict) -> None:
+        """Checkpoint: the state updated with ``extra``, plus the VAE's weights (atomic)."""
+        self.state.update(extra)
+        self.state["vae"] = vae.state_dict()
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(self.state, tmp)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Both stages, resumable, then the EMA pipeline saved to ``cfg.out``; returns that folder."""
     torch.set_num_threads(max(1, cfg.threads))
-    dev = _device(cfg.device)
     out = Path(cfg.out)
     ckpt_dir = out / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -219,30 +237,37 @@ def train(cfg: TrainConfig) -> Path:
     log = _Log(ckpt_dir / "train_log.txt")
     mcfg = ToyT2IConfig.from_dict(cfg.model)
     comps = build_components(mcfg, seed=cfg.seed)
-    vae, unet, te, tok = comps["vae"], comps["unet"], comps["text_encoder"], comps["tokenizer"]
     names = [c["name"] for c in build_categories()]
-    table = CaptionTable(tok, names)
+    table = CaptionTable(comps["tokenizer"], names)
 
     state = {"stage": 1, "step": 0, "history": [], "elapsed": {"vae": 0.0, "unet": 0.0}}
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        vae.load_state_dict(state["vae"])
+        comps["vae"].load_state_dict(state["vae"])
         log(f"resumed from {ckpt_path}: stage {state['stage']} step {state['step']}")
-    vae.to(dev)
+    run = _Run(cfg, mcfg, _device(cfg.device), names, state, ckpt_path, log)
+    comps["vae"].to(run.dev)
 
-    def save_ckpt(extra: dict) -> None:
-        state.update(extra)
-        state["vae"] = vae.state_dict()
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
+    train_vae(run, comps["vae"])
+    bank = encode_bank(run, comps["vae"])
+    params, ema = train_unet(run, comps, table, bank)
+    export(run, comps, params, ema, out)
+    if not cfg.keep_checkpoint:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return out
 
-    # ---------------- stage 1: VAE ----------------
+
+def train_vae(run: _Run, vae) -> None:
+    """Stage 1: the VAE (or, when resumed past it, its scaling factor); leaves it frozen in eval mode."""
+    from tqdm import tqdm
+
+    cfg, mcfg, state, dev, names, log = run.cfg, run.mcfg, run.state, run.dev, run.names, run.log
     if state["stage"] == 1:
         opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         if "vae_opt" in state:
             opt.load_state_dict(state["vae_opt"])
         vae.train()
-        t0, run = time.time() - state["elapsed"]["vae"], []
+        t0, losses = time.time() - state["elapsed"]["vae"], []
         bar = tqdm(range(state["step"], cfg.vae_steps), desc="vae", initial=state["step"], total=cfg.vae_steps)
         for step in bar:
             rng = np.random.default_rng([cfg.seed, 1, step])
@@ -261,16 +286,16 @@ def train(cfg: TrainConfig) -> Path:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
             opt.step()
-            run.append(rec_loss.item())
+            losses.append(rec_loss.item())
             if (step + 1) % cfg.log_every == 0:
-                m = float(np.mean(run))
+                m = float(np.mean(losses))
                 state["history"].append({"stage": "vae", "step": step + 1, "rec_loss": m})
                 log(f"vae step {step + 1}/{cfg.vae_steps} rec_loss {m:.4f} ({time.time() - t0:.0f}s)")
                 bar.set_postfix(rec=f"{m:.4f}")
-                run = []
+                losses = []
             if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.vae_steps:
                 state["elapsed"]["vae"] = time.time() - t0
-                save_ckpt({"step": step + 1, "vae_opt": opt.state_dict()})
+                run.save(vae, {"step": step + 1, "vae_opt": opt.state_dict()})
         state["elapsed"]["vae"] = time.time() - t0
         vae.eval()
         # latent scaling factor (SD: 0.18215): unit variance of the encoder's latents
@@ -281,26 +306,39 @@ def train(cfg: TrainConfig) -> Path:
             vae.register_to_config(scaling_factor=float(1.0 / z.std()))
         log(f"vae done in {state['elapsed']['vae']:.0f}s; scaling_factor {vae.config.scaling_factor:.4f}")
         state.pop("vae_opt", None)
-        save_ckpt({"stage": 2, "step": 0, "scaling_factor": vae.config.scaling_factor})
+        run.save(vae, {"stage": 2, "step": 0, "scaling_factor": vae.config.scaling_factor})
     else:
         vae.register_to_config(scaling_factor=state["scaling_factor"])
     vae.eval().requires_grad_(False)
 
-    # ---------------- stage 2: UNet + text encoder ----------------
+
+def encode_bank(run: _Run, vae) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """Stage 2's data: ``bank_size`` rendered single-object samples as (categories, scaled latents, latent-size
+    masks)."""
+    from tqdm import tqdm
+
+    cfg, mcfg, names = run.cfg, run.mcfg, run.names
     sf = vae.config.scaling_factor
-    log(f"rendering + encoding a bank of {cfg.bank_size} samples")
+    run.log(f"rendering + encoding a bank of {cfg.bank_size} samples")
     bank_cats = np.arange(cfg.bank_size) % len(names)
     bank_lat, bank_mask = [], []
     with torch.no_grad():
         for i in tqdm(range(0, cfg.bank_size, 64), desc="bank"):
             rng = np.random.default_rng([cfg.seed, 3, i])
             x, m = render_batch([names[c] for c in bank_cats[i : i + 64]], mcfg.image_size, rng)
-            bank_lat.append(vae.encode(x.to(dev)).latent_dist.mean.cpu() * sf)
+            bank_lat.append(vae.encode(x.to(run.dev)).latent_dist.mean.cpu() * sf)
             bank_mask.append(F.adaptive_avg_pool2d(m, mcfg.latent_size).half())
-    bank_lat, bank_mask = torch.cat(bank_lat), torch.cat(bank_mask)
+    return bank_cats, torch.cat(bank_lat), torch.cat(bank_mask)
 
+
+def train_unet(run: _Run, comps: dict, table: CaptionTable, bank) -> tuple[list, list]:
+    """Stage 2: UNet + text encoder on the bank (epsilon loss, grounding loss, EMA); returns (params, EMA copies)."""
     from diffusers import DDPMScheduler
+    from tqdm import tqdm
 
+    cfg, state, dev, log = run.cfg, run.state, run.dev, run.log
+    vae, unet, te = comps["vae"], comps["unet"], comps["text_encoder"]
+    bank_cats, bank_lat, bank_mask = bank
     noise_sched = DDPMScheduler.from_config(comps["scheduler"].config)
     unet.to(dev).train()
     te.to(dev).train()
@@ -315,6 +353,11 @@ def train(cfg: TrainConfig) -> Path:
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         ema = [t.to(dev) for t in state["ema"]]
+
+    def save(step: int) -> None:
+        run.save(vae, {"step": step, "unet": unet.state_dict(), "text_encoder": te.state_dict(),
+                       "opt": opt.state_dict(), "sched": sched.state_dict(), "ema": [e.cpu() for e in ema]})
+
     store: dict = {}
     use_attn = cfg.attn_loss_weight > 0
     if use_attn:
@@ -364,35 +407,22 @@ def train(cfg: TrainConfig) -> Path:
             run_eps, run_attn = [], []
         if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
             state["elapsed"]["unet"] = time.time() - t0
-            save_ckpt(
-                {
-                    "step": step + 1,
-                    "unet": unet.state_dict(),
-                    "text_encoder": te.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "ema": [e.cpu() for e in ema],
-                }
-            )
+            save(step + 1)
     state["elapsed"]["unet"] = time.time() - t0
     if cfg.keep_checkpoint:  # lets a later run with more --steps continue from here
-        save_ckpt(
-            {
-                "step": max(start, cfg.steps),
-                "unet": unet.state_dict(),
-                "text_encoder": te.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "ema": [e.cpu() for e in ema],
-            }
-        )
+        save(max(start, cfg.steps))
+    return params, ema
 
-    # ---------------- export (EMA weights, default processors) ----------------
+
+def export(run: _Run, comps: dict, params: list, ema: list, out: Path) -> None:
+    """The EMA weights with the default attention processors, saved as a pipeline folder with its provenance."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    state, cfg = run.state, run.cfg
+    vae, unet, te = comps["vae"], comps["unet"], comps["text_encoder"]
     with torch.no_grad():
         for e, p in zip(ema, params):
             p.copy_(e)
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
     unet.set_attn_processor(AttnProcessor2_0())
     for m in (vae, unet, te):
         m.to("cpu").eval()
@@ -403,15 +433,12 @@ def train(cfg: TrainConfig) -> Path:
         "vae_seconds": round(state["elapsed"]["vae"], 1),
         "unet_seconds": round(state["elapsed"]["unet"], 1),
         "final": final[0],
-        "device": str(dev),
+        "device": str(run.dev),
         "torch": torch.__version__,
     }
-    save_toy_pipeline(pipe, out, mcfg, info)
-    log(f"saved pipeline to {out}")
-    shutil.copy(ckpt_dir / "train_log.txt", out / "train_log.txt")
-    if not cfg.keep_checkpoint:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return out
+    save_toy_pipeline(pipe, out, run.mcfg, info)
+    run.log(f"saved pipeline to {out}")
+    shutil.copy(run.ckpt_path.parent / "train_log.txt", out / "train_log.txt")
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

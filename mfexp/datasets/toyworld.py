@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mfexp.lvis_io import mask_annotation
+from mfexp.lvis import COCO_URL_PREFIX, lvis_frequency, mask_annotation
 from mfexp.toyworld.world import build_categories, render_background, render_object, shape_mask, split_name
 
 DATASET_VERSION = 1  # bump when the generator's output changes for the same parameters
@@ -49,25 +49,15 @@ DEFAULTS: dict[str, Any] = {
     "image_format": "png",
 }
 
-COCO_URL_PREFIX = "http://images.cocodataset.org/"
 VAL_IMAGE_ID_OFFSET = 1_000_000
 VAL_ANN_ID_OFFSET = 10_000_000
-
-
-def lvis_frequency(image_count: int) -> str:
-    """LVIS frequency group from a training image count: r (<= 10, incl. 0), c (11-100), f (> 100)."""
-    if image_count <= 10:
-        return "r"
-    if image_count <= 100:
-        return "c"
-    return "f"
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # parameters
 # ----------------------------------------------------------------------------------------------------------------
 def _params(cfg: Mapping | None) -> dict[str, Any]:
-    """Dataset parameters: DEFAULTS overridden by ``cfg`` (unknown keys such as name/prepare/cache_dir ignored)."""
+    """Dataset parameters: DEFAULTS overridden by ``cfg`` (unknown keys such as name/_target_/cache_dir ignored)."""
     raw: dict[str, Any] = {}
     if cfg is not None:
         try:

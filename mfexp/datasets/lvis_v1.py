@@ -1,4 +1,4 @@
-"""LVIS v1 with COCO 2017 images: locate and check the files (the ``prepare`` function of ``dataset=lvis_v1``)."""
+"""LVIS v1 with COCO 2017 images: locate and check the files (the ``_target_`` of ``dataset=lvis_v1``)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -19,13 +19,13 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from mfexp.data import config_hash, prepare_dataset
+from mfexp.draw import write_gallery
+from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
 from mfexp.logging import log_to_wandb
-from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
-                           image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
-
-from .models import load_pipeline, set_scheduler
-from .pipeline import MosaicFusionGenerator, MosaicResult
-from .prompts import load_categories, select_categories
+from mfexp.lvis import (SYNTHETIC_IMAGE_ID_BASE, image_record, load_categories, lvis_file, mask_annotation,
+                        select_categories)
+from mfexp.mosaicfusion.models import load_pipeline, set_scheduler
+from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +173,3 @@ def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
              len(annotations), ", ".join(f"{n} {k}" for k, n in reasons.most_common()) or "none")
     return summary
 
-
-def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
-    names = {c["id"]: c["name"] for c in categories}
-    by_image = {}
-    for a in annotations:
-        by_image.setdefault(a["image_id"], []).append(a)
-    tiles = []
-    for img in images[:count]:
-        anns = by_image.get(img["id"], [])
-        rgb = read_rgb(out / "images" / img["file_name"])
-        tiles.append(overlay(rgb, [decode_rle(a["segmentation"]) for a in anns],
-                             [names.get(a["category_id"], "?") for a in anns]))
-    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))

@@ -8,7 +8,7 @@ onto another training image. Pasted objects occlude what lies underneath: the ma
 covered pixels, and instances left too small are dropped. The output has the pasted objects and the background's
 remaining real instances, all annotated, in the same ``synthetic/`` format as MosaicFusion.
 
-Pure functions (``annotation_mask``, ``cut_instance``, ``transform_instance``, ``paste_instance``,
+Pure functions (``cut_instance``, ``transform_instance``, ``paste_instance``,
 ``drop_occluded``, ``compose_cut_paste``) do the work; ``generate_cut_paste`` is the only one with side effects.
 """
 from __future__ import annotations
@@ -23,16 +23,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from mfexp.data import prepare_dataset
-from mfexp.mosaicfusion.prompts import select_categories
-from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
-                           image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
+from mfexp.draw import montage, overlay
+from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
+from mfexp.lvis import (FREQUENCIES, SYNTHETIC_IMAGE_ID_BASE, annotation_mask, image_record, image_relpath, lvis_file,
+                        mask_annotation, select_categories)
 
 log = logging.getLogger(__name__)
 
-FREQUENCIES = ("r", "c", "f")
 MAX_INSTANCES_PER_IMAGE = 1000     # annotation ids are image_id * 1000 + k
 
 
@@ -105,16 +104,6 @@ class CutPasteOptions:
 
 
 # ----------------------------------------------------------------------------------------------- pure functions
-
-def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """Boolean mask of an LVIS/COCO segmentation: polygons, uncompressed RLE or compressed RLE."""
-    if isinstance(segmentation, list):           # polygons
-        rles = mask_utils.frPyObjects(segmentation, height, width)
-        return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-    if isinstance(segmentation.get("counts"), list):   # uncompressed RLE
-        return mask_utils.decode(mask_utils.frPyObjects(segmentation, height, width)).astype(bool)
-    return decode_rle(segmentation)
-
 
 def cut_instance(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The instance's tight bounding-box crop: (rgb crop, mask crop)."""
@@ -252,9 +241,7 @@ class SourceData:
         self._read = lru_cache(maxsize=64)(self._read_uncached)
 
     def _read_uncached(self, image_id: int) -> np.ndarray:
-        img = self.images[image_id]
-        rel = img.get("file_name") or img["coco_url"].replace("http://images.cocodataset.org/", "")
-        return read_rgb(self.root / rel)
+        return read_rgb(self.root / image_relpath(self.images[image_id]))
 
     def rgb(self, image_id: int) -> np.ndarray:
         return self._read(image_id)
