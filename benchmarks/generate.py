@@ -31,7 +31,7 @@ def config(args):
     from hydra import compose, initialize_config_dir
     import mfexp.__main__  # noqa: F401
     overrides = MODELS[args.model] + [f"generator.num_objects={args.num_objects}", "generator.jitter=[1.0,1.0]",
-                                      f"generator.num_inference_steps={args.steps}", f"generator.model.dtype={args.dtype}"]
+                                      f"generator.num_inference_steps={args.steps}", f"generator.dtype={args.dtype}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
@@ -49,7 +49,7 @@ def child(args) -> dict:
     torch.set_num_threads(args.threads)
     cfg = config(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = load_pipeline(cfg.generator.model).to(device)
+    pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     gen = MosaicFusionGenerator(pipe, cfg.generator)
     cats = [{"id": i, "name": n, "def": "", "frequency": "r"} for i, n in enumerate(["red circle", "blue square",

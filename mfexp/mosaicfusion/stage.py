@@ -23,7 +23,7 @@ from mfexp.logging import log_to_wandb
 from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
                            image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
 
-from .models import load_pipeline, set_scheduler
+from .models import check_device_dtype, load_pipeline, set_scheduler
 from .pipeline import MosaicFusionGenerator, MosaicResult
 from .prompts import load_categories, select_categories
 
@@ -118,7 +118,8 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
     if gcfg.max_mosaics is not None:
         total = min(total, int(gcfg.max_mosaics))
 
-    pipe = set_scheduler(load_pipeline(gcfg.model), gcfg.scheduler)
+    check_device_dtype(gcfg.dtype, cfg.trainer.accelerator)
+    pipe = set_scheduler(load_pipeline(gcfg.model, gcfg.dtype), gcfg.scheduler)
     generator = MosaicFusionGenerator(pipe, gcfg)
     generator.plan(0, main, mixed, int(cfg.seed))  # bad sizes / N fail here, before anything is written
 
