@@ -31,7 +31,7 @@ def config(args):
     from mfexp.__main__ import compose
     return compose(MODELS[args.model] + [f"generator.num_objects={args.num_objects}", "generator.jitter=[1.0,1.0]",
                                          f"generator.num_inference_steps={args.steps}",
-                                         f"generator.model.dtype={args.dtype}"])
+                                         f"generator.dtype={args.dtype}"])
 
 
 def rss_mb() -> float:
@@ -47,7 +47,7 @@ def child(args) -> dict:
     torch.set_num_threads(args.threads)
     cfg = config(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = load_pipeline(cfg.generator.model).to(device)
+    pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     gen = MosaicFusionGenerator(pipe, cfg.generator)
     cats = [{"id": i, "name": n, "def": "", "frequency": "r"} for i, n in enumerate(["red circle", "blue square",

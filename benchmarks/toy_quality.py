@@ -367,7 +367,7 @@ def main():
     model = [f"generator.model.path={args.model_path.resolve()}"] if args.model_path else []
     cfg = compose(["generator/model=toy", *model, *args.overrides])
     steps = args.steps or int(cfg.generator.num_inference_steps)
-    pipe = set_scheduler(load_pipeline(cfg.generator.model), cfg.generator.scheduler)
+    pipe = set_scheduler(load_pipeline(cfg.generator.model, cfg.generator.dtype), cfg.generator.scheduler)
     if args.classifier and args.classifier.exists():
         state = torch.load(args.classifier)
         net, real_acc = classifier(len(cats)), state["accuracy"]

@@ -9,6 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import mfexp.config  # noqa: F401  (registers the config schemas in Hydra's ConfigStore)
+
 ROOT = Path(__file__).resolve().parent.parent   # the repository: conf/ and sweeps/
 CONFIG_DIR = str(ROOT / "conf")
 log = logging.getLogger("mfexp")
@@ -42,10 +44,10 @@ def compose(overrides=()) -> DictConfig:
 
 def offline_defaults(cfg: DictConfig) -> None:
     """No network unless asked for: hub offline unless the model allows downloads; wandb offline by default."""
-    if not OmegaConf.select(cfg, "generator.model.allow_download", default=False):
+    if not cfg.generator.model.allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("WANDB_MODE", str(OmegaConf.select(cfg, "logger.mode", default="offline")))
+    os.environ.setdefault("WANDB_MODE", cfg.logger.mode)
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
@@ -54,6 +56,7 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from mfexp.config import validate
     from mfexp.logging import finish_wandb
     from mfexp.run import run_experiment, summary
     from mfexp.targets import MissingPackage
@@ -61,6 +64,7 @@ def main(cfg: DictConfig) -> None:
     offline_defaults(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
+        validate(cfg)
         results = run_experiment(cfg, run_dir)
     except (ValueError, FileNotFoundError, MissingPackage) as e:
         log.error("%s", e)

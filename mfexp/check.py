@@ -346,6 +346,17 @@ def check_versions() -> Check:
 
 # --- all ----------------------------------------------------------------------------------------------------------
 
+def check_config(cfg) -> Check:
+    """The ranges and choices `python -m mfexp` checks before any stage (mfexp.config.validate)."""
+    from mfexp.config import validate
+
+    try:
+        validate(cfg)
+    except ValueError as e:
+        return Check("config", FAIL, str(e), "change that value (command line or conf/)")
+    return Check("config", OK, "values in range")
+
+
 def run_checks(cfg) -> list[Check]:
     paper = is_paper_scale(cfg)
     scale = "paper" if paper else "toy"
@@ -362,7 +373,7 @@ def run_checks(cfg) -> list[Check]:
         pretrained = check_pretrained(OmegaConf.select(cfg, "detector.pretrained"), allow_download=allow)
     else:
         pretrained = Check("pretrained", SKIP, "no train stage")
-    checks = [check_versions(), check_dataset(cfg), generator, pretrained]
+    checks = [check_config(cfg), check_versions(), check_dataset(cfg), generator, pretrained]
     gpu = check_gpu(cfg.trainer, paper)
     acc = str(cfg.trainer.get("accelerator", "auto")).lower()
     checks += [check_mmcv_ops(["cpu"] if acc == "cpu" else None), gpu,

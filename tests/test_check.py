@@ -169,7 +169,7 @@ def test_default_toy_config_passes(tmp_path, capsys):
     code = check.main([f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache"])
     rows = report(capsys.readouterr().out)
     assert code == 0, rows
-    assert {"versions", "dataset", "generator", "pretrained", "mmcv-ops", "gpu", "disk-logs",
+    assert {"config", "versions", "dataset", "generator", "pretrained", "mmcv-ops", "gpu", "disk-logs",
             "disk-cache"} <= set(rows)
     assert all(status in (OK, SKIP) for status, _, _ in rows.values()), rows
     assert rows["dataset"][0] == OK and rows["generator"][0] == OK and rows["mmcv-ops"][0] == OK
@@ -211,3 +211,10 @@ def test_checks_follow_the_stages(tmp_path, capsys):
     assert rows["generator"][0] == SKIP and rows["pretrained"][0] == SKIP and rows["dataset"][0] == FAIL
     check.main(lvis_overrides(tmp_path, "augmenter=cut_paste"))
     assert report(capsys.readouterr().out)["generator"][0] == SKIP
+
+
+def test_bad_value_fails_the_config_check(tmp_path, capsys):
+    code = check.main([f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache",
+                       "generator.jpeg_quality=500"])
+    status, message, fix = report(capsys.readouterr().out)["config"]
+    assert code == 1 and status == FAIL and message.startswith("generator.jpeg_quality=500") and fix

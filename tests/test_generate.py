@@ -67,7 +67,7 @@ def test_decoded_masks_equal_the_computed_masks(generated, categories_file):
     gcfg = cfg.generator
     cats = load_categories(categories_file)
     main, mixed = select_categories(cats, ["r"], "m"), select_categories(cats, ["r", "c", "f"], "x")
-    gen = MosaicFusionGenerator(load_pipeline(gcfg.model), gcfg)
+    gen = MosaicFusionGenerator(load_pipeline(gcfg.model, gcfg.dtype), gcfg)
     ann = json.loads((run_dir / "synthetic" / "annotations.json").read_text())
     kept = [img["id"] - 10_000_000 for img in ann["images"]]
     results = gen([gen.plan(i, main, mixed, int(cfg.seed)) for i in kept[:2]])
@@ -144,6 +144,8 @@ def test_one_and_two_processes_give_identical_files(tmp_path, categories_file):
     (["generator.attention.blocks=[left]"], "unknown block"),
     (["generator/model=sd14", "generator.model.path=not/a/model"], "hub downloads are off"),
     (["generator.categories=/nonexistent.json"], "not found"),
+    (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),   # the config's checks: test_config.py
+    (["generator.dtype=fp16"], "generator.dtype=fp16 needs a GPU"),            # trainer.accelerator=cpu
 ])
 def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, categories_file, extra, msg):
     res = run_cli(overrides(categories_file, "hydra.run.dir=bad", *extra), tmp_path)
@@ -156,6 +158,20 @@ def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, categories_fil
 def test_unknown_config_key_is_refused(tmp_path, categories_file):
     res = run_cli(overrides(categories_file, "generator.no_such_key=1"), tmp_path)
     assert res.returncode != 0 and "no_such_key" in res.stderr
+
+
+@pytest.mark.parametrize("extra,dtype", [([], torch.float32), (["generator.dtype=bf16"], torch.bfloat16),
+                                        (["generator.model.dtype=bf16"], torch.bfloat16)])
+def test_generator_dtype_is_the_pipelines(categories_file, extra, dtype):
+    """generator.dtype (by default the model's) sets the weights' dtype, and a mosaic diffuses in it."""
+    cfg = compose(overrides(categories_file, *extra))
+    pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == dtype
+    gen = MosaicFusionGenerator(pipe, cfg.generator)
+    cats = load_categories(categories_file)
+    (result,) = gen([gen.plan(0, select_categories(cats, ["r"], "main"), cats, 0)])
+    assert result.image.dtype == np.uint8 and result.image.shape == (result.plan.layout.height,
+                                                                    result.plan.layout.width, 3)
 
 
 def _decode_generator(tiny_pipe, mode, n=4):

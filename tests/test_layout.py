@@ -54,6 +54,7 @@ def test_single_region_is_the_canvas():
     (dict(num_objects=0), "positive integer"),
     (dict(region_size=(380, 512)), "not divisible by the VAE stride"),
     (dict(overlap=(40, 64)), "multiple of 2 x the VAE stride"),
+    (dict(overlap=(384, 64)), "smaller than generator.region_size"),
     (dict(jitter=(1.2, 0.8)), "jitter"),
     (dict(num_objects=4, grid=(1, 3)), "does not hold"),
 ])

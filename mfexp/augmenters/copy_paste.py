@@ -38,21 +38,21 @@ def copy_paste_pipelines(train_pipeline: list, options: dict) -> tuple[list, lis
         raise ValueError(f"copy-paste needs a train pipeline with one resize step ({', '.join(RESIZE_STEPS)}) and "
                          f"PackDetInputs last; got {steps}")
     i = resize[0]
-    size = options.get("image_size") or [_short_side(train_pipeline[i])] * 2
+    size = options["image_size"] or [_short_side(train_pipeline[i])] * 2
     h, w = (int(v) for v in size)
     side = math.sqrt(h * w)
-    lo, hi = (float(v) for v in options.get("ratio_range", (0.1, 2.0)))
+    lo, hi = (float(v) for v in options["ratio_range"])
     if not 0 < lo <= hi:
         raise ValueError(f"augmenter.copy_paste.ratio_range={[lo, hi]} must satisfy 0 < low <= high")
-    bbox_thr = options.get("bbox_occluded_thr")
-    mask_thr = options.get("mask_occluded_thr")
+    bbox_thr = options["bbox_occluded_thr"]
+    mask_thr = options["mask_occluded_thr"]
     resolved = dict(image_size=[h, w], ratio_range=[lo, hi],
-                    max_num_pasted=int(options.get("max_num_pasted", 100)),
+                    max_num_pasted=int(options["max_num_pasted"]),
                     bbox_occluded_thr=float(bbox_thr) if bbox_thr is not None
                     else BBOX_OCCLUDED_THR * side / COPY_PASTE_CANVAS,
                     mask_occluded_thr=float(mask_thr) if mask_thr is not None
                     else MASK_OCCLUDED_THR * h * w / COPY_PASTE_CANVAS ** 2,
-                    selected=bool(options.get("selected", True)))
+                    selected=bool(options["selected"]))
     jitter = [dict(type="RandomResize", scale=(w, h), ratio_range=(lo, hi), keep_ratio=True),
               dict(type="RandomCrop", crop_type="absolute_range", crop_size=(h, w), recompute_bbox=True,
                    allow_negative_crop=True),

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mfexp.config import CutPasteConfig
 from mfexp.data import prepare_dataset
 from mfexp.draw import montage, overlay
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
@@ -33,74 +34,6 @@ from mfexp.lvis import (FREQUENCIES, SYNTHETIC_IMAGE_ID_BASE, annotation_mask, i
 log = logging.getLogger(__name__)
 
 MAX_INSTANCES_PER_IMAGE = 1000     # annotation ids are image_id * 1000 + k
-
-
-@dataclass(frozen=True)
-class CutPasteOptions:
-    """`cfg.augmenter` as checked values (see conf/augmenter/cut_paste.yaml)."""
-    main_frequency: tuple = ("r",)
-    mixed_frequency: tuple = ("r", "c", "f")
-    images_per_category: int = 25
-    objects_per_image: int = 1
-    max_images: int | None = None
-    scale: tuple = (0.2, 0.5)          # pasted object's longer side / background's shorter side
-    flip: float = 0.5                  # probability of a horizontal flip
-    blur_sigma: float = 1.0            # Gaussian blur of the alpha, pixels (0: hard paste)
-    min_source_area: int = 64          # source instances smaller than this (pixels) are not cut
-    min_visible_area: int = 20         # instances occluded below this many pixels ...
-    min_visible_fraction: float = 0.1  # ... or below this fraction of their area before pasting are dropped
-    background: str = "image"          # image: another training image | uniform: a random solid colour
-    gallery_size: int = 16
-    jpeg_quality: int = 95
-
-    @classmethod
-    def from_config(cls, acfg) -> "CutPasteOptions":
-        def get(key, default):
-            return acfg.get(key, default) if acfg is not None else default
-
-        def pair(key, lo, hi):
-            v = get(key, getattr(cls, key))
-            try:
-                a, b = (float(x) for x in v)
-            except (TypeError, ValueError):
-                raise ValueError(f"augmenter.{key}={v!r} must be a pair [low, high]") from None
-            if not (lo <= a <= b <= hi):
-                raise ValueError(f"augmenter.{key}={[a, b]} must satisfy {lo} <= low <= high <= {hi}")
-            return a, b
-
-        def groups(key):
-            v = get(key, getattr(cls, key))
-            v = (v,) if isinstance(v, str) else tuple(v)
-            bad = [g for g in v if g not in FREQUENCIES]
-            if bad or not v:
-                raise ValueError(f"augmenter.{key}={list(v)}: choose a non-empty subset of r, c, f")
-            return v
-
-        opts = cls(main_frequency=groups("main_frequency"), mixed_frequency=groups("mixed_frequency"),
-                   images_per_category=int(get("images_per_category", 25)),
-                   objects_per_image=int(get("objects_per_image", 1)),
-                   max_images=None if get("max_images", None) is None else int(get("max_images", None)),
-                   scale=pair("scale", 1e-3, 1.0), flip=float(get("flip", 0.5)),
-                   blur_sigma=float(get("blur_sigma", 1.0)), min_source_area=int(get("min_source_area", 64)),
-                   min_visible_area=int(get("min_visible_area", 20)),
-                   min_visible_fraction=float(get("min_visible_fraction", 0.1)),
-                   background=str(get("background", "image")), gallery_size=int(get("gallery_size", 16)),
-                   jpeg_quality=int(get("jpeg_quality", 95)))
-        checks = [(opts.images_per_category >= 1, "images_per_category", "must be >= 1"),
-                  (opts.objects_per_image >= 1, "objects_per_image", "must be >= 1"),
-                  (opts.max_images is None or opts.max_images >= 0, "max_images", "must be >= 0 or null"),
-                  (0.0 <= opts.flip <= 1.0, "flip", "must be a probability in [0, 1]"),
-                  (opts.blur_sigma >= 0, "blur_sigma", "must be >= 0"),
-                  (opts.min_source_area >= 1, "min_source_area", "must be >= 1"),
-                  (opts.min_visible_area >= 1, "min_visible_area", "must be >= 1"),
-                  (0.0 <= opts.min_visible_fraction < 1.0, "min_visible_fraction", "must be in [0, 1)"),
-                  (opts.background in ("image", "uniform"), "background", "must be 'image' or 'uniform'"),
-                  (opts.gallery_size >= 0, "gallery_size", "must be >= 0"),
-                  (1 <= opts.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]")]
-        for ok, key, msg in checks:
-            if not ok:
-                raise ValueError(f"augmenter.{key}={getattr(opts, key)!r} {msg}")
-        return opts
 
 
 # ----------------------------------------------------------------------------------------------- pure functions
@@ -182,7 +115,7 @@ class Instance:
 
 
 def compose_cut_paste(background: np.ndarray, instances: list[Instance], objects: list[tuple], rng: np.random.Generator,
-                      opts: CutPasteOptions):
+                      opts: CutPasteConfig):
     """Paste `objects` = [(rgb crop, mask crop, category id)] onto `background` in order (later ones on top).
 
     Each object gets a random size (longer side = U(scale) x background's shorter side, at most the background),
@@ -260,7 +193,7 @@ class Plan:
     reason: str = ""
 
 
-def plan_image(index: int, main: list[dict], mixed_ids: list[int], data: SourceData, opts: CutPasteOptions,
+def plan_image(index: int, main: list[dict], mixed_ids: list[int], data: SourceData, opts: CutPasteConfig,
                seed: int) -> tuple[Plan, np.random.Generator]:
     """What image `index` pastes where (deterministic from seed + index); the rng continues into the paste."""
     rng = np.random.default_rng(int(seed) + int(index))
@@ -284,7 +217,7 @@ def plan_image(index: int, main: list[dict], mixed_ids: list[int], data: SourceD
     return Plan(index, cat, sources, background_id), rng
 
 
-def make_image(plan: Plan, rng: np.random.Generator, data: SourceData, opts: CutPasteOptions):
+def make_image(plan: Plan, rng: np.random.Generator, data: SourceData, opts: CutPasteConfig):
     """Load what the plan names and compose the image: (image, kept instances, counts)."""
     if plan.background_id is not None:
         background = data.rgb(plan.background_id)
@@ -309,12 +242,13 @@ def make_image(plan: Plan, rng: np.random.Generator, data: SourceData, opts: Cut
 def generate_cut_paste(cfg, run_dir) -> dict:
     """The `generate` stage for `augmenter=cut_paste`: writes run_dir/synthetic/{images/, annotations.json,
     gallery.jpg} and returns counts."""
+    from omegaconf import OmegaConf
     from tqdm import tqdm
 
     from mfexp.logging import log_to_wandb
     from mfexp.run import is_rank_zero
 
-    opts = CutPasteOptions.from_config(cfg.augmenter)
+    opts = OmegaConf.to_object(cfg.augmenter)   # values and ranges checked at composition (mfexp.config)
     files = prepare_dataset(cfg.dataset)
     data = SourceData(files["train_json"], files["train_images"], opts.min_source_area)
     main = select_categories(data.categories, opts.main_frequency, "augmenter.main_frequency")

@@ -24,7 +24,7 @@ from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
 from mfexp.logging import log_to_wandb
 from mfexp.lvis import (SYNTHETIC_IMAGE_ID_BASE, image_record, load_categories, lvis_file, mask_annotation,
                         select_categories)
-from mfexp.mosaicfusion.models import load_pipeline, set_scheduler
+from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, set_scheduler
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
     if gcfg.max_mosaics is not None:
         total = min(total, int(gcfg.max_mosaics))
 
-    pipe = set_scheduler(load_pipeline(gcfg.model), gcfg.scheduler)
+    check_device_dtype(gcfg.dtype, cfg.trainer.accelerator)
+    pipe = set_scheduler(load_pipeline(gcfg.model, gcfg.dtype), gcfg.scheduler)
     generator = MosaicFusionGenerator(pipe, gcfg)
     generator.plan(0, main, mixed, int(cfg.seed))  # bad sizes / N fail here, before anything is written
 

@@ -30,6 +30,7 @@ from mmengine.config import Config, ConfigDict
 from omegaconf import DictConfig, OmegaConf
 
 from mfexp.augmenters.copy_paste import copy_paste_pipelines
+from mfexp.config import TRAIN_DATA
 
 
 def base_config_path(base: str) -> str:
@@ -110,9 +111,6 @@ def train_set_size(dataset_cfg) -> int:
     return len(DATASETS.build(node))
 
 
-TRAIN_DATA = ("real", "synthetic", "both")
-
-
 def train_datasets(train_data: str, real: dict, synthetic: dict | None, synthetic_repeat: int = 1) -> list[dict]:
     """The dataset configs the detector trains on, by ``train_data`` (real | synthetic | both)."""
     if train_data not in TRAIN_DATA:
@@ -148,14 +146,14 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
             ``param_scheduler``, ``optim_wrapper``), so nothing about the training data is read or checked.
     """
     cfg = Config.fromfile(base_config_path(det.base))
-    overrides = OmegaConf.to_container(det.get("overrides") or {}, resolve=True)
+    overrides = OmegaConf.to_container(det.overrides, resolve=True)
     for key, value in overrides.items():  # one at a time: a nested mapping merges into, not replaces, earlier keys
         cfg.merge_from_dict({key: value})
 
     num_classes = len(classes)
     cfg.model.roi_head.bbox_head.num_classes = num_classes
     cfg.model.roi_head.mask_head.num_classes = num_classes
-    pretrained = det.get("pretrained")
+    pretrained = det.pretrained
     cfg.model.backbone.init_cfg = None
     if pretrained and str(pretrained).endswith(".safetensors"):
         if not Path(pretrained).is_file():
@@ -175,7 +173,7 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         return dict(type="MfexpLVISDataset", data_root="", ann_file=os.path.abspath(ann_file),
                     data_prefix=dict(img=os.path.abspath(images) + os.sep), metainfo=metainfo, pipeline=pipeline, **kw)
 
-    workers = int(det.get("num_workers", 0))
+    workers = int(det.num_workers)
     if training:
         loader = cfg.train_dataloader
         if loader.dataset.get("type") != "ClassBalancedDataset":
@@ -187,7 +185,7 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
             pipeline, mix, cfg.mfexp_copy_paste = copy_paste_pipelines(cfg.train_pipeline, copy_paste)
         real = lvis(files["train_json"], files["train_images"], pipeline, filter_cfg=filter_cfg)
         syn = lvis(synthetic["json"], synthetic["images"], pipeline, filter_cfg=filter_cfg) if synthetic else None
-        parts = train_datasets(train_data, real, syn, int(det.get("synthetic_repeat", 1)))
+        parts = train_datasets(train_data, real, syn, int(det.synthetic_repeat))
         loader.dataset.dataset = parts[0] if len(parts) == 1 else dict(type="ConcatLVISDataset", datasets=parts)
         if mix:   # CopyPaste draws its source from the repeat-factor-expanded set
             loader.dataset = dict(type="MultiImageMixDataset", dataset=loader.dataset, pipeline=mix)
@@ -201,7 +199,7 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
 
     for name in ("val_dataloader", "test_dataloader"):
         cfg[name].update(dataset=lvis(files["val_json"], files["val_images"], cfg.test_pipeline, test_mode=True),
-                         batch_size=int(det.get("eval_batch_size", 1)), num_workers=workers,
+                         batch_size=int(det.eval_batch_size), num_workers=workers,
                          persistent_workers=workers > 0)
     for name in ("val_evaluator", "test_evaluator"):
         cfg[name].ann_file = os.path.abspath(files["val_json"])

@@ -76,8 +76,8 @@ def make_trainer(cfg, run_dir: Path, log_dir: Path | None = None, **kwargs) -> p
 
 
 def train_data(cfg) -> str:
-    """``train_data``: what the detector trains on, real | synthetic | both (default both)."""
-    return str(OmegaConf.select(cfg, "train_data", default="both"))
+    """``train_data``: what the detector trains on, real | synthetic | both."""
+    return str(cfg.train_data)
 
 
 def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: int = 1,
@@ -158,7 +158,7 @@ def evaluate(cfg, run_dir) -> dict:
     run_dir = Path(run_dir)
     out_dir = run_dir / "evaluate"
     det = cfg.detector
-    ckpt = OmegaConf.select(cfg, "evaluate.checkpoint", default=None) or run_dir / "train" / "checkpoints" / "last.ckpt"
+    ckpt = cfg.evaluate.checkpoint or run_dir / "train" / "checkpoints" / "last.ckpt"
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"no checkpoint to evaluate at {ckpt} (run the train stage, or set "
                                 "evaluate.checkpoint=PATH)")
@@ -184,8 +184,7 @@ def evaluate(cfg, run_dir) -> dict:
         atomic_write_bytes(out_dir / "per_category.csv", csv_bytes(rows, list(rows[0]) if rows else []))
         plot_per_category(rows, str(out_dir / "per_category_ap.png"))
         overlays = prediction_overlays(predictions, info["val"], files["val_images"], str(out_dir / "predictions.jpg"),
-                                       num_images=int(det.get("vis_images", 8)),
-                                       score_thr=float(det.get("vis_score_thr", 0.3)))
+                                       num_images=int(det.vis_images), score_thr=float(det.vis_score_thr))
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=2).encode())
         log_to_wandb(cfg, run_dir, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                      {"eval/predictions": overlays})

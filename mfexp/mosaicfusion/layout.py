@@ -53,13 +53,17 @@ def grid_shape(num_objects: int, rng: np.random.Generator | None = None,
 
 
 def check_sizes(region_size, overlap, stride: int) -> None:
-    """Sizes must be positive multiples of the stride; each region extends half the overlap past a centre line."""
+    """Sizes must be positive multiples of the stride; each region extends half the overlap past a centre line, so
+    the overlap is smaller than the region."""
     for label, pair in (("region_size", region_size), ("overlap", overlap)):
         if len(pair) != 2:
             raise ValueError(f"generator.{label} must be [height, width], got {list(pair)}")
         for v in pair:
             if v < 0 or (label == "region_size" and v == 0):
                 raise ValueError(f"generator.{label}={list(pair)} must be positive")
+    if any(o >= r for o, r in zip(overlap, region_size)):
+        raise ValueError(f"generator.overlap={list(overlap)} must be smaller than generator.region_size="
+                         f"{list(region_size)}")
     for v in region_size:
         if v % stride:
             raise ValueError(f"generator.region_size={list(region_size)} is not divisible by the VAE stride {stride}")

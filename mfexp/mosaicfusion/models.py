@@ -12,31 +12,39 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
-        raise ValueError(f"generator.model.dtype must be one of {list(DTYPES)}, got {name!r}")
+        raise ValueError(f"generator.dtype must be one of {', '.join(DTYPES)}, got {name!r}")
     return DTYPES[name]
 
 
-def load_pipeline(model_cfg):
-    """A diffusers StableDiffusionPipeline for `generator.model` (no safety checker)."""
+def check_device_dtype(dtype: str, accelerator: str) -> None:
+    """fp16 needs a GPU: on a CPU the UNet's activations overflow to NaN and every mosaic is skipped."""
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    if dtype == "fp16" and (accelerator == "cpu" or (accelerator == "auto" and not gpu)):
+        raise ValueError(f"generator.dtype=fp16 needs a GPU (trainer.accelerator={accelerator}, on a CPU fp16 gives NaN): "
+                         "use fp32 or bf16")
+
+
+def load_pipeline(model_cfg, dtype: str):
+    """A diffusers StableDiffusionPipeline for `generator.model` (no safety checker), its weights in `dtype`
+    (`generator.dtype`: fp32 | fp16 | bf16)."""
     from diffusers import StableDiffusionPipeline
 
     path = model_cfg.path
-    dtype = torch_dtype(model_cfg.get("dtype", "fp32"))
+    dtype = torch_dtype(dtype)
     if path == "tiny_random":
-        pipe = tiny_random_pipeline(model_cfg.get("seed", 0), model_cfg.get("size", "tiny"))
+        pipe = tiny_random_pipeline(model_cfg.seed, model_cfg.size)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     if path is None:
         from mfexp.assets import toy_t2i_path
         path = toy_t2i_path()
     if Path(path).is_dir():
         return load_folder(path, dtype)
-    allow = bool(model_cfg.get("allow_download", False))
-    if not allow or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if not model_cfg.allow_download or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(
             f"model {path!r} is not a local folder and hub downloads are off: download it "
             f"(huggingface-cli download {path} --local-dir DIR) and set generator.model.path=DIR, "
             "or set generator.model.allow_download=true")
-    return StableDiffusionPipeline.from_pretrained(path, revision=model_cfg.get("revision"), safety_checker=None,
+    return StableDiffusionPipeline.from_pretrained(path, revision=model_cfg.revision, safety_checker=None,
                                                    requires_safety_checker=False, torch_dtype=dtype)
 
 

@@ -52,7 +52,7 @@ def plan_mosaic(index: int, gcfg, main_categories: list, mixed_categories: list,
     cats = [main, *mixed]
     order = rng.permutation(n)
     cats = [cats[i] for i in order]
-    layout = mosaic_layout(n, gcfg.region_size, gcfg.overlap, gcfg.jitter, stride, rng, gcfg.get("grid"))
+    layout = mosaic_layout(n, gcfg.region_size, gcfg.overlap, gcfg.jitter, stride, rng, gcfg.grid)
     prompts = [region_prompt(gcfg.prompt, c) for c in cats]
     plan = MosaicPlan(index, mosaic_seed, layout, cats, prompts)
     try:
@@ -79,7 +79,7 @@ class MosaicFusionGenerator:
         if not (0 <= int(start) < (steps if end is None else min(int(end), steps + 1))):
             raise ValueError(f"generator.attention.steps={[start, end]} selects no step of {steps}")
         self.window = (int(start), None if end is None else int(end))
-        self.decode_mode = str(gcfg.get("decode", "canvas"))
+        self.decode_mode = str(gcfg.decode)
         if self.decode_mode not in DECODE_MODES:
             raise ValueError(f"generator.decode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
 
