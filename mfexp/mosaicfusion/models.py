@@ -28,7 +28,7 @@ def load_pipeline(model_cfg):
     if path is None:
         from mfexp.assets import toy_t2i_path
         path = toy_t2i_path()
-    kwargs = dict(safety_checker=None, requires_safety_checker=False, torch_dtype=dtype)
+    kwargs = dict(safety_checker=None, requires_safety_checker=False, dtype=dtype)
     if Path(path).is_dir():
         if not (Path(path) / "model_index.json").is_file():
             raise FileNotFoundError(f"generator.model.path={path} is a folder without model_index.json "

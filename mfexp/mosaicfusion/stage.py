@@ -18,10 +18,12 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
+from mfexp.callbacks import StopOnSigterm
 from mfexp.data import config_hash, prepare_dataset
-from mfexp.logging import log_to_wandb
 from mfexp.lvis_io import (SYNTHETIC_IMAGE_ID_BASE, atomic_write_bytes, atomic_write_json, decode_rle, encode_jpeg,
                            image_record, lvis_file, mask_annotation, montage, overlay, read_rgb)
+from mfexp.runpaths import RunPaths
+from mfexp.tracking import Tracker
 
 from .models import load_pipeline, set_scheduler
 from .pipeline import MosaicFusionGenerator, MosaicResult
@@ -105,9 +107,9 @@ def trainer_kwargs(cfg) -> dict:
                 enable_progress_bar=t.enable_progress_bar)
 
 
-def generate_mosaicfusion(cfg, run_dir) -> dict:
+def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     gcfg = cfg.generator
-    out = Path(run_dir) / "synthetic"
+    out = RunPaths(run_dir).synthetic
     cats_file = gcfg.categories or prepare_dataset(cfg.dataset)["train_json"]
     categories = load_categories(cats_file)
     main = select_categories(categories, gcfg.main_frequency, "generator.main_frequency")
@@ -135,7 +137,7 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
              total, len(main), gcfg.images_per_category, gcfg.num_objects, total - len(pending), len(pending))
     if pending:
         trainer = pl.Trainer(**trainer_kwargs(cfg), logger=False, use_distributed_sampler=False,
-                             callbacks=[PartWriter(out, gcfg.jpeg_quality)])
+                             callbacks=[PartWriter(out, gcfg.jpeg_quality), StopOnSigterm()])
         trainer.predict(MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
                         datamodule=MosaicIndices(pending, int(gcfg.batch_size)), return_predictions=False)
         trainer.strategy.barrier()
@@ -146,9 +148,20 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
         trainer.strategy.barrier()
     else:
         summary = merge_parts(out, total, categories, gcfg)
-    log_to_wandb(cfg, run_dir, {f"generate/{k}": v for k, v in summary.items() if not isinstance(v, dict)},
-                 images={"generate/gallery": out / "gallery.jpg"})
+    log_summary(tracker, summary, out, categories, int(gcfg.gallery_size))
     return summary
+
+
+def log_summary(tracker: Tracker, summary: dict, out: Path, categories: list, count: int) -> None:
+    """Counts, the gallery, the first mosaics with their masks and the skip reasons (a table) to the tracker."""
+    if not tracker:
+        return
+    tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
+    data = json.loads((out / "annotations.json").read_text())
+    tracker.log_instances("generate/masks", gallery_items(out, data["images"], data["annotations"], categories,
+                                                             count))
+    tracker.log_table("generate/skip_reasons", [{"reason": k, "mosaics": n}
+                                                for k, n in summary["skip_reasons"].items()])
 
 
 def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
@@ -174,15 +187,20 @@ def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
     return summary
 
 
-def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
+def gallery_items(out: Path, images: list, annotations: list, categories: list, count: int) -> list[tuple]:
+    """The first `count` images of a synthetic set as (rgb, masks, category names)."""
     names = {c["id"]: c["name"] for c in categories}
     by_image = {}
     for a in annotations:
         by_image.setdefault(a["image_id"], []).append(a)
-    tiles = []
+    items = []
     for img in images[:count]:
         anns = by_image.get(img["id"], [])
-        rgb = read_rgb(out / "images" / img["file_name"])
-        tiles.append(overlay(rgb, [decode_rle(a["segmentation"]) for a in anns],
-                             [names.get(a["category_id"], "?") for a in anns]))
+        items.append((read_rgb(out / "images" / img["file_name"]), [decode_rle(a["segmentation"]) for a in anns],
+                      [names.get(a["category_id"], "?") for a in anns]))
+    return items
+
+
+def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
+    tiles = [overlay(*item) for item in gallery_items(out, images, annotations, categories, count)]
     atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))
