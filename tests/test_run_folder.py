@@ -208,3 +208,24 @@ def test_predictions_are_gathered_on_rank_0_only(tmp_path):
     assert json.loads((tmp_path / "0.json").read_text()) == [{"rank": 0, "i": 0}, {"rank": 1, "i": 0},
                                                              {"rank": 1, "i": 1}]
     assert json.loads((tmp_path / "1.json").read_text()) == []
+
+
+def test_quiet_console_drops_the_known_notes_and_nothing_else(caplog):
+    import logging
+    import warnings
+
+    from mfexp.console import quiet_third_party
+
+    quiet_third_party()
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    with caplog.at_level(logging.INFO):
+        lightning.info("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+        lightning.info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+    message = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)` instead."
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        quiet_third_party()   # catch_warnings reset the filters
+        warnings.warn_explicit(message, FutureWarning, "_pytree.py", 21, module="pytorch_lightning.utilities._pytree")
+        warnings.warn_explicit(message, FutureWarning, "mine.py", 1, module="mfexp.mine")
+    assert [w.filename for w in seen] == ["mine.py"]
