@@ -57,23 +57,37 @@ def main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     from mfexp.config import validate
-    from mfexp.logging import finish_wandb
-    from mfexp.run import run_experiment, summary
+    from mfexp.console import quiet_third_party
+    from mfexp.run import StageFailed, StopRequested, record_failure, run_experiment, summary
+    from mfexp.runpaths import RunPaths
     from mfexp.targets import MissingPackage
 
     offline_defaults(cfg)
+    quiet_third_party()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
-        results = run_experiment(cfg, run_dir)
-    except (ValueError, FileNotFoundError, MissingPackage) as e:
+    except ValueError as e:   # a bad value: one line, before any stage runs or anything is written
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
-        finish_wandb()
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return   # one failed setting does not stop the sweep; its run folder has no metrics.json
+        if HydraConfig.get().mode == RunMode.MULTIRUN:   # the sweep goes on; this setting is recorded as failed
+            record_failure(RunPaths(run_dir), None, e)
+            return
         sys.exit(2)
-    finish_wandb()
+    try:
+        results = run_experiment(cfg, run_dir)
+    except StageFailed as e:
+        bad_input = isinstance(e.error, (ValueError, FileNotFoundError, MissingPackage))
+        message = " ".join(str(e.error if bad_input else e).split())
+        log.error("%s (details: %s)", message, e.path)
+        print(f"error: {message} (details: {e.path})", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return   # one failed setting does not stop the sweep: its run folder has failed.json, no metrics.json
+        sys.exit(2 if bad_input else 1)
+    except StopRequested as e:
+        print(f"stopped during stage {e.stage}: what is done is saved; run the same command again to resume",
+              file=sys.stderr)
+        raise
     log.info("\n%s", summary(results, run_dir))   # console and the run's log file
 
 

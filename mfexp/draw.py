@@ -52,18 +52,23 @@ def montage(tiles: list[np.ndarray], tile_height: int = 256, columns: int = 4) -
     return np.concatenate(rows, axis=0)
 
 
-def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
-    """``out/gallery.jpg``: the first ``count`` images of a synthetic set in ``out`` with their masks and labels."""
+def gallery_items(out: Path, images: list, annotations: list, categories: list, count: int) -> list[tuple]:
+    """The first ``count`` images of a synthetic set in ``out`` as (rgb, masks, category names)."""
     names = {c["id"]: c["name"] for c in categories}
-    by_image = {}
+    by_image: dict = {}
     for a in annotations:
         by_image.setdefault(a["image_id"], []).append(a)
-    tiles = []
+    items = []
     for img in images[:count]:
         anns = by_image.get(img["id"], [])
-        rgb = read_rgb(out / "images" / img["file_name"])
-        tiles.append(overlay(rgb, [decode_rle(a["segmentation"]) for a in anns],
-                             [names.get(a["category_id"], "?") for a in anns]))
+        items.append((read_rgb(out / "images" / img["file_name"]), [decode_rle(a["segmentation"]) for a in anns],
+                      [names.get(a["category_id"], "?") for a in anns]))
+    return items
+
+
+def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
+    """``out/gallery.jpg``: the first ``count`` images of a synthetic set in ``out`` with their masks and labels."""
+    tiles = [overlay(*item) for item in gallery_items(out, images, annotations, categories, count)]
     atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))
 
 

@@ -5,28 +5,31 @@ import json
 import logging
 import shutil
 import time
+import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mfexp.data import config_hash
 from mfexp.fileio import atomic_write_json
-from mfexp.logging import is_rank_zero
+from mfexp.runpaths import RunPaths
 from mfexp.targets import locate
+from mfexp.tracking import Tracker, is_rank_zero, start_tracking, synthetic_artifact
 
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("generate", "train", "evaluate")
 STAGES = {"generate": "mfexp.run.generate", "train": "mfexp.detection.stages.train",
-          "evaluate": "mfexp.detection.stages.evaluate"}   # each called as fn(cfg, run_dir) -> result dict
+          "evaluate": "mfexp.detection.stages.evaluate"}   # each called as fn(cfg, run_dir, tracker) -> result dict
 # the config each stage depends on (together with every earlier stage's)
 STAGE_KEYS = {"generate": ("augmenter", "generator", "dataset", "seed", "generate"),
               "train": ("detector", "train_data"),
               "evaluate": ("evaluate",)}
 
 
-def generate(cfg, run_dir: Path) -> dict:
-    """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir) (its options live in cfg.augmenter),
-    or a copy of another run's synthetic set (`generate.reuse=PATH`); then the positive controls of
-    `generator.corrupt`, if any (mfexp.corrupt)."""
+def generate(cfg, run_dir: Path, tracker: Tracker = Tracker()) -> dict:
+    """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir, tracker) (its options live in
+    cfg.augmenter), or a copy of another run's synthetic set (`generate.reuse=PATH`); then the positive controls of
+    `generator.corrupt`, if any (mfexp.corrupt). The synthetic set is logged as a dataset Artifact."""
     from omegaconf import OmegaConf
 
     from mfexp.corrupt import check_corrupt
@@ -36,20 +39,33 @@ def generate(cfg, run_dir: Path) -> dict:
     if reuse:
         result = reuse_synthetic(Path(reuse), run_dir)
     else:
-        result = locate(cfg.augmenter._target_, "augmenter._target_")(cfg, run_dir)
-    return corrupt_synthetic(cfg, run_dir, corrupt, result)
+        result = locate(cfg.augmenter._target_, "augmenter._target_")(cfg, run_dir, tracker)
+    check_kept(result)
+    result = corrupt_synthetic(cfg, run_dir, corrupt, result)
+    paths = RunPaths(run_dir)
+    if paths.synthetic_annotations.is_file():
+        tracker.log_dataset(synthetic_artifact(run_dir), paths.synthetic_annotations, paths.synthetic_images)
+    return result
+
+
+def check_kept(result: dict) -> None:
+    """An augmenter that planned images but kept none fails with its skip reasons."""
+    planned = result.get("mosaics", result.get("images", 0))
+    if planned and not result.get("kept"):
+        reasons = ", ".join(f"{n} {k}" for k, n in result.get("skip_reasons", {}).items()) or "none given"
+        raise ValueError(f"generate: kept 0 of {planned} planned images; skip reasons: {reasons}")
 
 
 def reuse_synthetic(source: Path, run_dir: Path) -> dict:
     """Copy a synthetic set (a run folder or its synthetic/ folder) into this run: the same data under other
     training settings or corruptions, without generating it again."""
-    source = source / "synthetic" if (source / "synthetic").is_dir() else source
+    source = RunPaths(source).synthetic if RunPaths(source).synthetic.is_dir() else source
     ann = source / "annotations_clean.json"
     ann = ann if ann.is_file() else source / "annotations.json"
     if not ann.is_file() or not (source / "images").is_dir():
         raise FileNotFoundError(f"generate.reuse={source}: no synthetic set there (needs annotations.json and "
                                 "images/; point it at a run folder whose generate stage finished)")
-    out = Path(run_dir) / "synthetic"
+    out = RunPaths(run_dir).synthetic
     if out.resolve() == source.resolve():
         raise ValueError(f"generate.reuse={source} is this run's own synthetic folder")
     if out.exists():
@@ -68,8 +84,8 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
     """Apply `generator.corrupt` to the run's synthetic set (clean copy kept as annotations_clean.json)."""
     from mfexp.corrupt import corrupt_lvis, is_active
 
-    syn = Path(run_dir) / "synthetic"
-    ann, clean = syn / "annotations.json", syn / "annotations_clean.json"
+    syn = RunPaths(run_dir).synthetic
+    ann, clean = RunPaths(run_dir).synthetic_annotations, syn / "annotations_clean.json"
     if not ann.is_file():
         if is_active(corrupt):
             raise ValueError(f"generator.corrupt={corrupt} needs a synthetic set, but augmenter="
@@ -104,36 +120,89 @@ def check_stages(stages) -> list[str]:
     return sorted(stages, key=STAGE_ORDER.index)
 
 
-def run_experiment(cfg, run_dir: Path) -> dict:
-    """Run the configured stages; return {stage: result}. A stage done for the same config is skipped."""
-    run_dir = Path(run_dir)
-    results, timings = {}, {}
-    for stage in check_stages(cfg.stages):
-        marker = run_dir / ".stages" / f"{stage}.json"
-        h = stage_hash(cfg, stage)
-        if marker.exists():
-            done = json.loads(marker.read_text())
-            if done.get("hash") == h:
-                log.info("stage %s: done earlier for this config, skipped (%s)", stage, marker)
-                results[stage], timings[stage] = done["result"], done.get("seconds")
-                continue
-        log.info("stage %s: running", stage)
-        start = time.time()
-        results[stage] = locate(STAGES[stage], f"stage {stage}")(cfg, run_dir) or {}
-        timings[stage] = round(time.time() - start, 1)
-        if is_rank_zero():
-            atomic_write_json(marker, {"hash": h, "result": results[stage], "seconds": timings[stage]})
-        log.info("stage %s: done in %.1f s", stage, timings[stage])
+class StageFailed(RuntimeError):
+    """A stage raised; the error and its traceback are in the run folder's failed.json (``path``)."""
+
+    def __init__(self, stage: str | None, error: Exception, path: Path):
+        super().__init__(f"stage {stage} failed: {type(error).__name__}: {error}")
+        self.stage, self.error, self.path = stage, error, path
+
+
+class StopRequested(SystemExit):
+    """Ctrl-C, SIGTERM or a SLURM preemption stopped a stage: what it finished is on disk, a re-run resumes.
+    Exits non-zero (130 for Ctrl-C, else 143 or Lightning's code)."""
+
+    def __init__(self, stage: str | None, cause: BaseException):
+        code = 130 if isinstance(cause, KeyboardInterrupt) else getattr(cause, "code", None) or 143
+        super().__init__(code if isinstance(code, int) else 143)
+        self.stage = stage
+
+
+def record_failure(paths: RunPaths, stage: str | None, error: Exception) -> Path:
+    """Write failed.json: which stage raised what, with the traceback (rank 0 only); returns its path."""
     if is_rank_zero():
-        atomic_write_json(run_dir / "stage_times.json", timings)
+        atomic_write_json(paths.failed, {
+            "stage": stage, "type": type(error).__name__, "message": str(error),
+            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    return paths.failed
+
+
+def run_experiment(cfg, run_dir: Path) -> dict:
+    """Run the configured stages; return {stage: result}. A stage done for the same config is skipped.
+
+    A stage that raises leaves failed.json and raises StageFailed; a stop request raises StopRequested. A run that
+    completes removes an earlier failed.json."""
+    paths = RunPaths(run_dir)
+    results, timings = {}, {}
+    stage = None
+    try:
+        for stage in check_stages(cfg.stages):
+            results[stage], timings[stage] = run_stage(cfg, paths, stage)
+    except Exception as e:
+        raise StageFailed(stage, e, record_failure(paths, stage, e)) from e
+    except (KeyboardInterrupt, SystemExit) as e:
+        if isinstance(e, StopRequested):
+            raise
+        log.warning("stage %s: stopped (%s); what it finished is saved, run the same command again to resume",
+                    stage, type(e).__name__)
+        raise StopRequested(stage, e) from e
+    if is_rank_zero():
+        atomic_write_json(paths.stage_times, timings)
+        paths.failed.unlink(missing_ok=True)
     return results
 
 
+def run_stage(cfg, paths: RunPaths, stage: str) -> tuple[dict, float | None]:
+    """One stage with its own wandb run (job_type = the stage): (result, seconds), or the earlier result."""
+    marker, h = paths.marker(stage), stage_hash(cfg, stage)
+    if marker.exists():
+        done = json.loads(marker.read_text())
+        if done.get("hash") == h:
+            log.info("stage %s: done earlier for this config, skipped (%s)", stage, marker)
+            return done["result"], done.get("seconds")
+    log.info("stage %s: running", stage)
+    start = time.time()
+    tracker = start_tracking(cfg, paths.root, stage)
+    try:
+        result = locate(STAGES[stage], f"stage {stage}")(cfg, paths.root, tracker) or {}
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish()
+    seconds = round(time.time() - start, 1)
+    if is_rank_zero():
+        atomic_write_json(marker, {"hash": h, "result": result, "seconds": seconds})
+    log.info("stage %s: done in %.1f s", stage, seconds)
+    return result, seconds
+
+
 def summary(results: dict, run_dir: Path) -> str:
-    lines = [f"run folder: {run_dir}"]
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.exists():
-        metrics = json.loads(metrics_file.read_text())
+    """The end of a run on the console: metrics, seconds per stage and where to look."""
+    paths = RunPaths(run_dir)
+    lines = [f"run folder: {paths.root}"]
+    if paths.metrics.exists():
+        metrics = json.loads(paths.metrics.read_text())
         keys = [k for k in ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP") if k in metrics]
         lines.append("mask/box AP in %, LVIS val:")
         lines.append("  ".join(f"{k:>8}" for k in keys))
@@ -142,7 +211,13 @@ def summary(results: dict, run_dir: Path) -> str:
     gen = results.get("generate")
     if gen:
         lines.append("generate: " + ", ".join(f"{k}={v}" for k, v in gen.items() if not isinstance(v, dict)))
-    times = run_dir / "stage_times.json"
-    if times.exists():
-        lines.append("seconds per stage: " + ", ".join(f"{k}={v}" for k, v in json.loads(times.read_text()).items()))
+    if paths.stage_times.exists():
+        lines.append("seconds per stage: " + ", ".join(f"{k}={v}"
+                                                       for k, v in json.loads(paths.stage_times.read_text()).items()))
+    look = [p for p in (paths.synthetic / "gallery.jpg", paths.evaluate / "predictions.jpg",
+                        paths.evaluate / "per_category.csv", paths.metrics) if p.exists()]
+    if look:
+        lines.append("look at: " + ", ".join(str(p.relative_to(paths.root)) for p in look))
+    if list(paths.wandb.glob("offline-run-*")):
+        lines.append(f"wandb (offline): wandb sync {paths.wandb}/offline-run-*")
     return "\n".join(lines)

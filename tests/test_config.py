@@ -1,5 +1,4 @@
 """Every config option composes; the primary config has the documented shape."""
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf

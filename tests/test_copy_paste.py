@@ -2,8 +2,6 @@
 the MMDetection dataset wrapping (MultiImageMixDataset around the repeat-factor set, large-scale jitter), and a
 short training run on a fixture."""
 import random
-import shutil
-from pathlib import Path
 
 import pytest
 import yaml

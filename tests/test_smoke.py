@@ -22,8 +22,11 @@ def test_smoke_experiment_end_to_end(tmp_path):
     assert syn["info"]["mosaics"] == 6 and len(syn["images"]) == syn["info"]["kept"]
     assert (run / "synthetic" / "gallery.jpg").exists() and (run / "train" / "config.py").exists()
     assert (run / "evaluate" / "predictions.json").exists()
-    assert list((run / "wandb").glob("offline-run-*")), "wandb offline run missing"
+    stages = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}
+    assert stages == {"generate", "train", "evaluate"}, "one offline wandb run per stage"
     assert "mask/box AP in %" in first.stderr + first.stdout
+    for note in ("💡 Tip", "requires torchvision", "torch_dtype", "LeafSpec", "Loading pipeline components"):
+        assert note not in first.stderr + first.stdout, f"third-party note on the console: {note}"
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stderr + second.stdout

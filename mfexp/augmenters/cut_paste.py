@@ -28,8 +28,10 @@ from mfexp.config import CutPasteConfig
 from mfexp.data import prepare_dataset
 from mfexp.draw import montage, overlay
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
-from mfexp.lvis import (FREQUENCIES, SYNTHETIC_IMAGE_ID_BASE, annotation_mask, image_record, image_relpath, lvis_file,
+from mfexp.lvis import (SYNTHETIC_IMAGE_ID_BASE, annotation_mask, image_record, image_relpath, lvis_file,
                         mask_annotation, select_categories)
+from mfexp.runpaths import RunPaths
+from mfexp.tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +241,12 @@ def make_image(plan: Plan, rng: np.random.Generator, data: SourceData, opts: Cut
 
 # ----------------------------------------------------------------------------------------------- the stage
 
-def generate_cut_paste(cfg, run_dir) -> dict:
+def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     """The `generate` stage for `augmenter=cut_paste`: writes run_dir/synthetic/{images/, annotations.json,
-    gallery.jpg} and returns counts."""
-    from omegaconf import OmegaConf
+    gallery.jpg}, logs to `tracker` and returns counts."""
     from tqdm import tqdm
 
-    from mfexp.logging import log_to_wandb
-    from mfexp.run import is_rank_zero
+    from omegaconf import OmegaConf
 
     opts = OmegaConf.to_object(cfg.augmenter)   # values and ranges checked at composition (mfexp.config)
     files = prepare_dataset(cfg.dataset)
@@ -266,13 +266,13 @@ def generate_cut_paste(cfg, run_dir) -> dict:
     if not is_rank_zero():
         return {}
 
-    out = Path(run_dir) / "synthetic"
+    out = RunPaths(run_dir).synthetic
     if out.exists():   # another augmenter's or an unfinished run's output
         shutil.rmtree(out)
     seed = int(cfg.seed)
     log.info("Cut-and-Paste: %d images (%d main categories x %d, %d object(s) each)", total, len(main),
              opts.images_per_category, opts.objects_per_image)
-    images, annotations, reasons, tiles = [], [], Counter(), []
+    images, annotations, reasons, shown = [], [], Counter(), []
     names = {c["id"]: c["name"] for c in data.categories}
     counts, missing = Counter(), set()
     for i in tqdm(range(total), desc="cut_paste", unit="img", leave=False):
@@ -296,9 +296,9 @@ def generate_cut_paste(cfg, run_dir) -> dict:
         images.append(image_record(image_id, name, image.shape[0], image.shape[1]))
         annotations += [mask_annotation(k.mask, image_id * MAX_INSTANCES_PER_IMAGE + n, image_id, k.category_id)
                         for n, k in enumerate(kept)]
-        if len(tiles) < opts.gallery_size:
-            tiles.append(overlay(image, [k.mask for k in kept],
-                                 [("*" if k.pasted else "") + names.get(k.category_id, "?") for k in kept]))
+        if len(shown) < opts.gallery_size:
+            shown.append((image, [k.mask for k in kept],
+                          [("*" if k.pasted else "") + names.get(k.category_id, "?") for k in kept]))
     skipped = total - len(images)
     summary = {"images": total, "kept": len(images), "skipped": skipped, "instances": len(annotations),
                "pasted": counts["pasted"], "dropped_occluded": counts["dropped"], "skip_reasons": dict(reasons)}
@@ -307,9 +307,10 @@ def generate_cut_paste(cfg, run_dir) -> dict:
                     ", ".join(f"{n} {k}" for k, n in reasons.most_common()))
     atomic_write_json(out / "annotations.json",
                       lvis_file(images, annotations, data.categories, info={"generator": "cut_paste", **summary}))
-    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))
+    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage([overlay(*item) for item in shown]), 90))
     log.info("Cut-and-Paste: kept %d of %d images (%d instances, %d pasted, %d occluded instances dropped)",
              len(images), total, len(annotations), counts["pasted"], counts["dropped"])
-    log_to_wandb(cfg, run_dir, {f"generate/{k}": v for k, v in summary.items() if not isinstance(v, dict)},
-                 images={"generate/gallery": out / "gallery.jpg"})
+    tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
+    tracker.log_instances("generate/masks", shown)
+    tracker.log_table("generate/skip_reasons", [{"reason": k, "images": n} for k, n in reasons.items()])
     return summary

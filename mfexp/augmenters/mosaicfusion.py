@@ -12,20 +12,21 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
+from mfexp.callbacks import StopOnSigterm
 from mfexp.data import config_hash, prepare_dataset
-from mfexp.draw import write_gallery
+from mfexp.draw import gallery_items, write_gallery
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
-from mfexp.logging import log_to_wandb
 from mfexp.lvis import (SYNTHETIC_IMAGE_ID_BASE, image_record, load_categories, lvis_file, mask_annotation,
                         select_categories)
 from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, set_scheduler
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
+from mfexp.runpaths import RunPaths
+from mfexp.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,9 @@ def trainer_kwargs(cfg) -> dict:
                 enable_progress_bar=t.enable_progress_bar)
 
 
-def generate_mosaicfusion(cfg, run_dir) -> dict:
+def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     gcfg = cfg.generator
-    out = Path(run_dir) / "synthetic"
+    out = RunPaths(run_dir).synthetic
     cats_file = gcfg.categories or prepare_dataset(cfg.dataset)["train_json"]
     categories = load_categories(cats_file)
     main = select_categories(categories, gcfg.main_frequency, "generator.main_frequency")
@@ -136,7 +137,7 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
              total, len(main), gcfg.images_per_category, gcfg.num_objects, total - len(pending), len(pending))
     if pending:
         trainer = pl.Trainer(**trainer_kwargs(cfg), logger=False, use_distributed_sampler=False,
-                             callbacks=[PartWriter(out, gcfg.jpeg_quality)])
+                             callbacks=[PartWriter(out, gcfg.jpeg_quality), StopOnSigterm()])
         trainer.predict(MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
                         datamodule=MosaicIndices(pending, int(gcfg.batch_size)), return_predictions=False)
         trainer.strategy.barrier()
@@ -147,9 +148,20 @@ def generate_mosaicfusion(cfg, run_dir) -> dict:
         trainer.strategy.barrier()
     else:
         summary = merge_parts(out, total, categories, gcfg)
-    log_to_wandb(cfg, run_dir, {f"generate/{k}": v for k, v in summary.items() if not isinstance(v, dict)},
-                 images={"generate/gallery": out / "gallery.jpg"})
+    log_summary(tracker, summary, out, categories, int(gcfg.gallery_size))
     return summary
+
+
+def log_summary(tracker: Tracker, summary: dict, out: Path, categories: list, count: int) -> None:
+    """Counts, the gallery, the first mosaics with their masks and the skip reasons (a table) to the tracker."""
+    if not tracker:
+        return
+    tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
+    data = json.loads((out / "annotations.json").read_text())
+    tracker.log_instances("generate/masks", gallery_items(out, data["images"], data["annotations"], categories,
+                                                             count))
+    tracker.log_table("generate/skip_reasons", [{"reason": k, "mosaics": n}
+                                                for k, n in summary["skip_reasons"].items()])
 
 
 def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
+
+from mfexp.runpaths import RunPaths
+from mfexp.tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
 
 
-def no_augmentation(cfg, run_dir) -> dict:
-    """Real data only: no synthetic folder (a stale one from another augmenter is removed)."""
-    synthetic = Path(run_dir) / "synthetic"
-    if synthetic.exists():
+def no_augmentation(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
+    """Real data only: no synthetic folder (a stale one from another augmenter is removed, by rank 0)."""
+    synthetic = RunPaths(run_dir).synthetic
+    if synthetic.exists() and is_rank_zero():
         shutil.rmtree(synthetic)
     log.info("augmenter=none: training on real data only")
     return {"synthetic_images": 0}

@@ -26,6 +26,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
+from mfexp.callbacks import RunProgressBar, StopOnSigterm
 from mfexp.compat import patch_all
 from mfexp.detection.datasets import class_names
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids, per_category_rows
@@ -33,8 +34,9 @@ from mfexp.detection.mmdet_config import detector_config
 from mfexp.detection.module import AtomicCheckpointIO, DetectorModule, load_weights
 from mfexp.draw import plot_per_category, prediction_overlays
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, csv_bytes
-from mfexp.logging import lightning_logger, log_to_wandb
 from mfexp.lvis import check_same_categories, read_lvis_json
+from mfexp.runpaths import RunPaths
+from mfexp.tracking import Tracker, synthetic_artifact
 
 log = logging.getLogger(__name__)
 HEADLINE = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")
@@ -58,21 +60,22 @@ def novel_ids(cfg, train: dict, val: dict) -> list[int]:
 
 def synthetic_files(run_dir: Path) -> dict | None:
     """The generate stage's output, if any: ``dict(json=..., images=...)``."""
-    ann = Path(run_dir) / "synthetic" / "annotations.json"
-    return dict(json=str(ann), images=str(ann.parent / "images")) if ann.is_file() else None
+    paths = RunPaths(run_dir)
+    ann = paths.synthetic_annotations
+    return dict(json=str(ann), images=str(paths.synthetic_images)) if ann.is_file() else None
 
 
-def make_trainer(cfg, run_dir: Path, log_dir: Path | None = None, **kwargs) -> pl.Trainer:
+def make_trainer(cfg, tracker: Tracker, log_dir: Path | None = None, **kwargs) -> pl.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` (accelerator, devices, precision ...) plus stage arguments; logs go
-    to the run's wandb logger (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``. Samplers are mmengine's
+    to the stage's wandb run (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``. Samplers are mmengine's
     (seeded, sharded by rank), so Lightning must not replace them."""
     args = OmegaConf.to_container(cfg.trainer, resolve=True)
     args.setdefault("enable_model_summary", False)
     loggers = [CSVLogger(log_dir, name="", version="")] if log_dir else []
-    wandb_logger = lightning_logger(cfg, Path(run_dir))
-    loggers += [wandb_logger] if wandb_logger else []
+    loggers += [tracker.lightning_logger()] if tracker else []
+    callbacks = kwargs.pop("callbacks", []) + ([RunProgressBar()] if args.get("enable_progress_bar", True) else [])
     return pl.Trainer(**args, logger=loggers or False, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
-                      **kwargs)
+                      callbacks=callbacks, **kwargs)
 
 
 def train_data(cfg) -> str:
@@ -104,25 +107,29 @@ def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: 
     return module, dict(train=real, val=val, synthetic=syn)
 
 
-def train(cfg, run_dir) -> dict:
+def train(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     """Train the detector on the real train set and/or ``run_dir/synthetic`` (``train_data``: both by default, the
-    real set alone when there is no synthetic set); resumes from last.ckpt."""
-    run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "train" / "checkpoints"
+    real set alone when there is no synthetic set); resumes from last.ckpt. A stop request (SIGTERM) ends training
+    at a step boundary; the re-run resumes from the last checkpoint (every ``detector.checkpoint_every`` steps)."""
+    paths = RunPaths(run_dir)
+    last = paths.last_checkpoint
+    ckpt_dir = last.parent
     det = cfg.detector
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     files = dataset_files(cfg)
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=int(det.checkpoint_every), save_last=True,
                                  save_top_k=0)
-    trainer = make_trainer(cfg, run_dir, run_dir / "train", max_epochs=-1, callbacks=[checkpoint],
-                           default_root_dir=str(run_dir / "train"), num_sanity_val_steps=0)
-    module, info = build_detector(cfg, files, synthetic_files(run_dir), trainer.world_size)
+    trainer = make_trainer(cfg, tracker, paths.train, max_epochs=-1, callbacks=[checkpoint],
+                           default_root_dir=str(paths.train), num_sanity_val_steps=0)
+    synthetic = synthetic_files(run_dir)
+    module, info = build_detector(cfg, files, synthetic, trainer.world_size)
+    if info["synthetic"] and train_data(cfg) != "real":
+        tracker.use_dataset(synthetic_artifact(run_dir), paths.synthetic_annotations, paths.synthetic_images)
     # the run's length is known once the training set is (detector.epochs: passes over the expanded set)
     trainer.fit_loop.epoch_loop.max_steps = int(module.mm_cfg.train_cfg.max_iters)
     if trainer.is_global_zero:
-        (run_dir / "train").mkdir(parents=True, exist_ok=True)
-        module.mm_cfg.dump(str(run_dir / "train" / "config.py"))
-    last = ckpt_dir / "last.ckpt"
+        paths.train.mkdir(parents=True, exist_ok=True)
+        module.mm_cfg.dump(str(paths.train / "config.py"))
     start = time.time()
     trainer.fit(module, ckpt_path=_resumable(last, module), weights_only=True)
     trainer.save_checkpoint(str(last), weights_only=False)  # the final state, whatever checkpoint_every is
@@ -146,24 +153,26 @@ def _resumable(last: Path, module: DetectorModule) -> str | None:
 
 
 def _gather(objs: list) -> list:
+    """Every rank's objects on rank 0 (the others get an empty list)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        parts = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, objs)
-        return [o for p in parts for o in p]
+        dist = torch.distributed
+        parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+        dist.gather_object(objs, parts, dst=0)
+        return [o for p in parts for o in p] if parts is not None else []
     return objs
 
 
-def evaluate(cfg, run_dir) -> dict:
+def evaluate(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     """Predict on the val set with the run's last.ckpt (or ``evaluate.checkpoint``), write LVIS metrics."""
-    run_dir = Path(run_dir)
-    out_dir = run_dir / "evaluate"
+    paths = RunPaths(run_dir)
+    out_dir = paths.evaluate
     det = cfg.detector
-    ckpt = cfg.evaluate.checkpoint or run_dir / "train" / "checkpoints" / "last.ckpt"
+    ckpt = cfg.evaluate.checkpoint or paths.last_checkpoint
     if not Path(ckpt).is_file():
         raise FileNotFoundError(f"no checkpoint to evaluate at {ckpt} (run the train stage, or set "
                                 "evaluate.checkpoint=PATH)")
     files = dataset_files(cfg)
-    trainer = make_trainer(cfg, run_dir, default_root_dir=str(out_dir))
+    trainer = make_trainer(cfg, tracker, default_root_dir=str(out_dir), callbacks=[StopOnSigterm()])
     module, info = build_detector(cfg, files, None, trainer.world_size, init_weights=False, training=False)
     load_weights(module, str(ckpt))
     start = time.time()
@@ -171,7 +180,7 @@ def evaluate(cfg, run_dir) -> dict:
     predictions = list({r["image_id"]: r["dets"] for r in per_image}.values())  # sampler padding repeats images
     predictions = [d for dets in predictions for d in dets]
     seconds = round(time.time() - start, 1)
-    metrics_path = run_dir / "metrics.json"
+    metrics_path = paths.metrics
     if trainer.is_global_zero:
         novel = novel_ids(cfg, info["train"], info["val"])
         metrics, per_category = lvis_evaluate(files["val_json"], predictions, novel)
@@ -186,8 +195,8 @@ def evaluate(cfg, run_dir) -> dict:
         overlays = prediction_overlays(predictions, info["val"], files["val_images"], str(out_dir / "predictions.jpg"),
                                        num_images=int(det.vis_images), score_thr=float(det.vis_score_thr))
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=2).encode())
-        log_to_wandb(cfg, run_dir, {f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                     {"eval/predictions": overlays})
+        tracker.log({f"eval/{k}": v for k, v in metrics.items()}, {"eval/predictions": overlays})
+        tracker.log_table("eval/per_category", rows)
     trainer.strategy.barrier()
     with open(metrics_path) as f:
         return json.load(f)

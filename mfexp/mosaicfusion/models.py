@@ -45,7 +45,7 @@ def load_pipeline(model_cfg, dtype: str):
             f"(huggingface-cli download {path} --local-dir DIR) and set generator.model.path=DIR, "
             "or set generator.model.allow_download=true")
     return StableDiffusionPipeline.from_pretrained(path, revision=model_cfg.revision, safety_checker=None,
-                                                   requires_safety_checker=False, torch_dtype=dtype)
+                                                   requires_safety_checker=False, dtype=dtype)
 
 
 def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
@@ -58,7 +58,7 @@ def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
                                 "(not a diffusers pipeline)")
     try:
         return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
-                                                       requires_safety_checker=False, torch_dtype=dtype)
+                                                       requires_safety_checker=False, dtype=dtype)
     except Exception as e:  # safetensors / json / shape errors all mean the same thing to the user
         msg = " ".join(str(e).split())[:200]
         raise ValueError(f"generator.model.path={path}: the weights are corrupt or incomplete "

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from mfexp.fileio import atomic_path
 from mfexp.toyworld.t2i import ToyT2IConfig, assemble_pipeline, build_components, save_toy_pipeline
-from mfexp.toyworld.world import SHAPE_DEFS, build_categories, caption, render_single_object_image, split_name
+from mfexp.toyworld.world import build_categories, caption, render_single_object_image, split_name
 
 
 @dataclass
