@@ -9,6 +9,7 @@ object (a sanity check, not a quality benchmark).
     python benchmarks/bilateral.py                    # 384x512, 4 images x 3 repeats
     python benchmarks/bilateral.py --size 512 512 --images 2 --repeats 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,7 @@ def main(argv=None):
         rgb, coarse, obj = synthetic_region(h, w, seed)
         ious["coarse"].append((coarse & obj).sum() / (coarse | obj).sum())
         for method in rows:
-            out, times = timed(lambda: refine(coarse, rgb, method, bilateral=DEFAULTS), args.repeats)
+            out, times = timed(lambda: refine(coarse, rgb, method, bilateral=DEFAULTS), args.repeats)  # noqa: B023
             rows[method] += times
             ious[method].append((out & obj).sum() / (out | obj).sum())
         grid = BilateralGrid(rgb, DEFAULTS["sigma_spatial"], DEFAULTS["sigma_luma"], DEFAULTS["sigma_chroma"])
@@ -72,12 +73,16 @@ def main(argv=None):
             target, info = solve(grid, target, DEFAULTS["confidence"], DEFAULTS["lam"])
             iterations.append(info.iterations)
     print(f"region {h}x{w}, {args.images} images x {args.repeats} repeats; bilateral settings {DEFAULTS}")
-    print(f"bilateral grid: {int(np.mean(vertices))} vertices on average ({h * w} pixels); "
-          f"CG iterations per pass {min(iterations)}-{max(iterations)} (tol 1e-5)")
+    print(
+        f"bilateral grid: {int(np.mean(vertices))} vertices on average ({h * w} pixels); "
+        f"CG iterations per pass {min(iterations)}-{max(iterations)} (tol 1e-5)"
+    )
     print(f"{'method':<10} {'median s':>9} {'min s':>7} {'max s':>7} {'IoU vs object':>14}")
     for method, times in rows.items():
-        print(f"{method:<10} {np.median(times):9.3f} {np.min(times):7.3f} {np.max(times):7.3f} "
-              f"{np.mean(ious[method]):14.3f}")
+        print(
+            f"{method:<10} {np.median(times):9.3f} {np.min(times):7.3f} {np.max(times):7.3f} "
+            f"{np.mean(ious[method]):14.3f}"
+        )
     print(f"{'(coarse)':<10} {'':>9} {'':>7} {'':>7} {np.mean(ious['coarse']):14.3f}")
 
 

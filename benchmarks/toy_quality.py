@@ -30,6 +30,7 @@ category over all 48 and draws the others uniformly from all 48, so every colour
 0.2``); ``--classifier FILE`` keeps the trained classifier (loaded when FILE exists, written otherwise);
 ``--misclassified`` writes a grid of the wrongly named regions of (d) (region crop, requested -> classified).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mfexp.__main__ import compose  # noqa: E402
-from mfexp.toyworld.world import (build_categories, classify_colour, classify_shape,  # noqa: E402
-                                  render_single_object_image, segment_saturated, split_name)
+from mfexp.toyworld.world import (  # noqa: E402
+    build_categories,
+    classify_colour,
+    classify_shape,
+    render_single_object_image,
+    segment_saturated,
+    split_name,
+)
 
 CROP = 32
 
@@ -60,7 +67,7 @@ def crop_object(rgb: np.ndarray, mask: np.ndarray, pad: float = 0.15, shift=(0.0
     s = int(max(y1 - y0, x1 - x0) * (1 + pad))
     cy, cx = (y0 + y1) // 2 + int(round(shift[0] * s)), (x0 + x1) // 2 + int(round(shift[1] * s))
     padded = cv2.copyMakeBorder(rgb, s, s, s, s, cv2.BORDER_REFLECT)
-    patch = padded[cy - s // 2 + s: cy - s // 2 + 2 * s, cx - s // 2 + s: cx - s // 2 + 2 * s]
+    patch = padded[cy - s // 2 + s : cy - s // 2 + 2 * s, cx - s // 2 + s : cx - s // 2 + 2 * s]
     return cv2.resize(patch, (CROP, CROP), interpolation=cv2.INTER_AREA)
 
 
@@ -71,8 +78,16 @@ def to_tensor(crops) -> torch.Tensor:
 def classifier(num_classes: int) -> torch.nn.Module:
     def block(i, o):
         return [torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.BatchNorm2d(o), torch.nn.ReLU(), torch.nn.MaxPool2d(2)]
-    return torch.nn.Sequential(*block(3, 32), *block(32, 64), *block(64, 128), torch.nn.Flatten(),
-                               torch.nn.Linear(128 * 4 * 4, 256), torch.nn.ReLU(), torch.nn.Linear(256, num_classes))
+
+    return torch.nn.Sequential(
+        *block(3, 32),
+        *block(32, 64),
+        *block(64, 128),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128 * 4 * 4, 256),
+        torch.nn.ReLU(),
+        torch.nn.Linear(256, num_classes),
+    )
 
 
 def real_crops(cats, per_category: int, seed: int, size: int = 64, augment: bool = False):
@@ -104,7 +119,7 @@ def train_classifier(cats, per_category: int, epochs: int, seed: int = 0, augmen
         perm = torch.randperm(len(x))
         net.train()
         for i in range(0, len(x), 128):
-            idx = perm[i:i + 128]
+            idx = perm[i : i + 128]
             loss = F.cross_entropy(net(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -127,7 +142,7 @@ def vae_roundtrip_accuracy(net, vae, cats, per_category: int, seed: int, size: i
     decoded = []
     with torch.no_grad():
         for i in range(0, len(images), 64):
-            x = to_tensor(images[i:i + 64]).to(vae.device, vae.dtype)
+            x = to_tensor(images[i : i + 64]).to(vae.device, vae.dtype)
             rec = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
             decoded += list(((rec.float() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     return float((classify_by_reference(net, decoded)[0] == np.array(labels)).mean())
@@ -140,7 +155,7 @@ def vae_canvas_roundtrip(net, vae, cats, count: int, seed: int, size: int = 64) 
     overlap."""
     rng = np.random.default_rng(seed)
     labels, out = [], {"canvas": [], "tiles": []}
-    t = size // 2 ** (len(vae.config.block_out_channels) - 1)   # latent tile size
+    t = size // 2 ** (len(vae.config.block_out_channels) - 1)  # latent tile size
     scale = lambda x: ((x.clamp(-1, 1)[0].float() + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     with torch.no_grad():
         for _ in range(count):
@@ -149,8 +164,8 @@ def vae_canvas_roundtrip(net, vae, cats, count: int, seed: int, size: int = 64) 
             lat = vae.encode(to_tensor(tiles).to(vae.device, vae.dtype)).latent_dist.mean
             lat = torch.cat([torch.cat([lat[0:1], lat[1:2]], 3), torch.cat([lat[2:3], lat[3:4]], 3)], 2)
             whole = scale(vae.decode(lat).sample)
-            out["canvas"] += [whole[y:y + size, x:x + size] for y in (0, size) for x in (0, size)]
-            out["tiles"] += [scale(vae.decode(lat[:, :, y:y + t, x:x + t]).sample) for y in (0, t) for x in (0, t)]
+            out["canvas"] += [whole[y : y + size, x : x + size] for y in (0, size) for x in (0, size)]
+            out["tiles"] += [scale(vae.decode(lat[:, :, y : y + t, x : x + t]).sample) for y in (0, t) for x in (0, t)]
             labels += list(ks)
     labels = np.array(labels)
     colour = lambda k: split_name(cats[k]["name"])[0]
@@ -159,7 +174,8 @@ def vae_canvas_roundtrip(net, vae, cats, count: int, seed: int, size: int = 64) 
         pred = classify_by_reference(net, images)[0]
         report[f"decoded_{key}"] = {
             "accuracy": round(float((pred == labels).mean()), 4),
-            "colour": round(float(np.mean([p >= 0 and colour(p) == colour(k) for p, k in zip(pred, labels)])), 4)}
+            "colour": round(float(np.mean([p >= 0 and colour(p) == colour(k) for p, k in zip(pred, labels)])), 4),
+        }
     return report
 
 
@@ -184,8 +200,16 @@ def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=(),
     """``count`` mosaics through the generate stage's own generator (plan + diffuse + masks), main category cycling
     over ``cats``, the others drawn from ``mixed`` (default: ``cats``); seeds ``seed + i``."""
     from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
-    cfg = compose(["generator/model=toy", f"generator.num_objects={n}", f"generator.num_inference_steps={steps}",
-                   "generator.images_per_category=1", *extra])
+
+    cfg = compose(
+        [
+            "generator/model=toy",
+            f"generator.num_objects={n}",
+            f"generator.num_inference_steps={steps}",
+            "generator.images_per_category=1",
+            *extra,
+        ]
+    )
     gen = MosaicFusionGenerator(pipe, cfg.generator)
     results, start = [], time.perf_counter()
     for i in range(count):
@@ -197,8 +221,12 @@ def grid_of(layout) -> tuple[int, int]:
     return len({r.top for r in layout.regions}), len({r.left for r in layout.regions})
 
 
-POSITIONS = {(1, 1): ["single"], (1, 2): ["left", "right"], (2, 1): ["top", "bottom"],
-             (2, 2): ["top-left", "top-right", "bottom-left", "bottom-right"]}
+POSITIONS = {
+    (1, 1): ["single"],
+    (1, 2): ["left", "right"],
+    (2, 1): ["top", "bottom"],
+    (2, 2): ["top-left", "top-right", "bottom-left", "bottom-right"],
+}
 
 
 def position_name(rows: int, cols: int, r: int) -> str:
@@ -208,12 +236,16 @@ def position_name(rows: int, cols: int, r: int) -> str:
 
 def edge_neighbours(rows: int, cols: int, r: int) -> list[int]:
     y, x = divmod(r, cols)
-    return [yy * cols + xx for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1))
-            if 0 <= yy < rows and 0 <= xx < cols]
+    return [
+        yy * cols + xx
+        for yy, xx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1))
+        if 0 <= yy < rows and 0 <= xx < cols
+    ]
 
 
 def region_records(net, cats, results) -> list[dict]:
-    """One record per region of every kept mosaic (``mosaic``: its place in ``results``): the requested category, the classifier's category on a crop by
+    """One record per region of every kept mosaic (``mosaic``: its place in ``results``): the requested category,
+    the classifier's category on a crop by
     the region's kept mask (``pred``) and by the reference annotator inside the region (``pred_ref``), position,
     size and the requested categories of its edge neighbours."""
     names = [c["name"] for c in cats]
@@ -224,15 +256,26 @@ def region_records(net, cats, results) -> list[dict]:
         rows, cols = grid_of(res.plan.layout)
         for r, (reg, m) in enumerate(zip(res.plan.layout.regions, res.masks)):
             ref = np.zeros_like(m)
-            ref[reg.top:reg.bottom, reg.left:reg.right] = segment_saturated(
-                res.image[reg.top:reg.bottom, reg.left:reg.right])
+            ref[reg.top : reg.bottom, reg.left : reg.right] = segment_saturated(
+                res.image[reg.top : reg.bottom, reg.left : reg.right]
+            )
             colour, shape = split_name(res.plan.categories[r]["name"])
-            recs.append({"mosaic": mosaic, "seed": res.plan.seed, "n": len(res.plan.layout.regions), "region": r,
-                         "position": position_name(rows, cols, r), "requested": res.plan.categories[r]["name"],
-                         "colour": colour, "shape": shape, "size": [reg.height, reg.width],
-                         "neighbours": [res.plan.categories[k]["name"] for k in edge_neighbours(rows, cols, r)],
-                         "ref_colour": classify_colour(res.image, m) if m.sum() >= 4 else None,
-                         "_crop": res.image[reg.top:reg.bottom, reg.left:reg.right]})
+            recs.append(
+                {
+                    "mosaic": mosaic,
+                    "seed": res.plan.seed,
+                    "n": len(res.plan.layout.regions),
+                    "region": r,
+                    "position": position_name(rows, cols, r),
+                    "requested": res.plan.categories[r]["name"],
+                    "colour": colour,
+                    "shape": shape,
+                    "size": [reg.height, reg.width],
+                    "neighbours": [res.plan.categories[k]["name"] for k in edge_neighbours(rows, cols, r)],
+                    "ref_colour": classify_colour(res.image, m) if m.sum() >= 4 else None,
+                    "_crop": res.image[reg.top : reg.bottom, reg.left : reg.right],
+                }
+            )
             crops.append(crop_object(res.image, m))
             ref_crops.append(crop_object(res.image, ref) if ref.sum() >= 4 else None)
     if recs:
@@ -269,6 +312,7 @@ def summarise_regions(recs, native=(64, 64)) -> dict:
     """Fidelity of the kept regions: overall (mask crop, reference crop), per position, per region size, per
     neighbour colour, colour confusions, and how many colour errors took a neighbour's colour."""
     from mfexp.toyworld.world import COLOURS
+
     out = {**_rate(recs), "fidelity_reference_crop": _rate(recs, "pred_ref").get("fidelity")}
     if not recs:
         return out
@@ -278,18 +322,28 @@ def summarise_regions(recs, native=(64, 64)) -> dict:
     out["by_colour"] = group(lambda r: r["colour"])
     out["by_shape"] = group(lambda r: r["shape"])
     if any(r["neighbours"] for r in recs):
-        out["by_neighbour_colour"] = {c: _rate([r for r in recs if any(split_name(x)[0] == c for x in r["neighbours"])])
-                                      for c in COLOURS}
+        out["by_neighbour_colour"] = {
+            c: _rate([r for r in recs if any(split_name(x)[0] == c for x in r["neighbours"])]) for c in COLOURS
+        }
         out["same_colour_neighbour"] = {
             "yes": _rate([r for r in recs if any(split_name(x)[0] == r["colour"] for x in r["neighbours"])]),
-            "no": _rate([r for r in recs if not any(split_name(x)[0] == r["colour"] for x in r["neighbours"])])}
+            "no": _rate([r for r in recs if not any(split_name(x)[0] == r["colour"] for x in r["neighbours"])]),
+        }
         wrong = [r for r in recs if split_name(r["pred"])[0] != r["colour"]]
         took = sum(split_name(r["pred"])[0] in {split_name(x)[0] for x in r["neighbours"]} for r in wrong)
         # chance: a wrong colour drawn uniformly from the 5 others lands on a neighbour's (other) colour
-        chance = np.mean([len({split_name(x)[0] for x in r["neighbours"]} - {r["colour"]}) / (len(COLOURS) - 1)
-                          for r in wrong]) if wrong else 0.0
-        out["colour_errors_taking_a_neighbours_colour"] = {"errors": len(wrong), "took": int(took),
-                                                           "chance": round(float(chance) * len(wrong), 1)}
+        chance = (
+            np.mean(
+                [len({split_name(x)[0] for x in r["neighbours"]} - {r["colour"]}) / (len(COLOURS) - 1) for r in wrong]
+            )
+            if wrong
+            else 0.0
+        )
+        out["colour_errors_taking_a_neighbours_colour"] = {
+            "errors": len(wrong),
+            "took": int(took),
+            "chance": round(float(chance) * len(wrong), 1),
+        }
     conf = {c: {} for c in COLOURS}
     for r in recs:
         got = split_name(r["pred"])[0]
@@ -312,7 +366,7 @@ def misclassified_grid(recs, path: Path, tile: int = 96, per_row: int = 10) -> i
         tiles.append(im)
     while len(tiles) % per_row:
         tiles.append(np.full_like(tiles[0], 255))
-    rows = [np.concatenate(tiles[i:i + per_row], 1) for i in range(0, len(tiles), per_row)]
+    rows = [np.concatenate(tiles[i : i + per_row], 1) for i in range(0, len(tiles), per_row)]
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
     return len(wrong)
 
@@ -328,15 +382,19 @@ def single_object_fidelity(net, cats, singles) -> dict:
     by_shape: dict = {}
     for res, ref, r in zip(singles, refs, right):
         colour, shape = split_name(res.plan.categories[0]["name"])
-        if ref.sum() >= 4:    # the reference annotator, per attribute
+        if ref.sum() >= 4:  # the reference annotator, per attribute
             colour_ok += classify_colour(res.image, ref) == colour
             shape_ok += classify_shape(ref)[0] == shape
         by_shape.setdefault(shape, []).append(r)
     correct = int(right.sum())
     n = max(1, len(singles))
-    return {"samples": len(singles), "class_fidelity": round(correct / n, 4), "colour_correct": round(colour_ok / n, 4),
-            "shape_correct": round(shape_ok / n, 4),
-            "class_fidelity_by_shape": {k: round(float(np.mean(v)), 3) for k, v in sorted(by_shape.items())}}
+    return {
+        "samples": len(singles),
+        "class_fidelity": round(correct / n, 4),
+        "colour_correct": round(colour_ok / n, 4),
+        "shape_correct": round(shape_ok / n, 4),
+        "class_fidelity_by_shape": {k: round(float(np.mean(v)), 3) for k, v in sorted(by_shape.items())},
+    }
 
 
 def main():
@@ -350,17 +408,29 @@ def main():
     p.add_argument("--model-path", type=Path, help="toy pipeline folder (default: the shipped weights)")
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4], help="objects per mosaic to measure (1 always runs)")
     p.add_argument("--out", type=Path)
-    p.add_argument("--pool", choices=["all", "dataset"], default="all",
-                   help="mosaic categories: all 48 uniformly, or as the generate stage draws them")
-    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="generator overrides for every mosaic run, e.g. generator.blend_sigma=0.2")
+    p.add_argument(
+        "--pool",
+        choices=["all", "dataset"],
+        default="all",
+        help="mosaic categories: all 48 uniformly, or as the generate stage draws them",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="generator overrides for every mosaic run, e.g. generator.blend_sigma=0.2",
+    )
     p.add_argument("--classifier", type=Path, help="classifier state file: loaded if it exists, else written")
     p.add_argument("--misclassified", type=Path, help="PNG grid of the wrongly named mosaic regions of (d)")
     args = p.parse_args()
     import os
+
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(2)
     from mfexp.mosaicfusion.models import load_pipeline, set_scheduler
+
     cats = build_categories()
     for c in cats:
         c["frequency"] = "r"
@@ -381,61 +451,105 @@ def main():
     if args.pool == "dataset":
         from mfexp.data import prepare_dataset
         from mfexp.lvis import load_categories, select_categories
+
         full = compose(["generator/model=toy", *model])
         pool = load_categories(prepare_dataset(full.dataset)["train_json"])
         main_cats = select_categories(pool, full.generator.main_frequency, "main")
         mixed_cats = select_categories(pool, full.generator.mixed_frequency, "mixed")
-    report = {"model": str(args.model_path or "shipped"), "classifier_accuracy_on_real_crops": round(real_acc, 4),
-              "classifier_accuracy_on_vae_roundtrip": round(vae_roundtrip_accuracy(net, pipe.vae, cats, 3, args.seed + 1), 4),
-              "steps": steps, "pool": args.pool, "overrides": args.overrides}
+    report = {
+        "model": str(args.model_path or "shipped"),
+        "classifier_accuracy_on_real_crops": round(real_acc, 4),
+        "classifier_accuracy_on_vae_roundtrip": round(vae_roundtrip_accuracy(net, pipe.vae, cats, 3, args.seed + 1), 4),
+        "steps": steps,
+        "pool": args.pool,
+        "overrides": args.overrides,
+    }
     report["classifier_on_vae_canvas_roundtrip"] = vae_canvas_roundtrip(net, pipe.vae, cats, 24, args.seed + 2)
-    print(f"classifier on real crops {real_acc:.4f}, on VAE round trips {report['classifier_accuracy_on_vae_roundtrip']}"
-          f", on 2x2 canvases of real renders {report['classifier_on_vae_canvas_roundtrip']}", file=sys.stderr, flush=True)
+    print(
+        f"classifier on real crops {real_acc:.4f}, on VAE round trips {report['classifier_accuracy_on_vae_roundtrip']}"
+        f", on 2x2 canvases of real renders {report['classifier_on_vae_canvas_roundtrip']}",
+        file=sys.stderr,
+        flush=True,
+    )
 
     # (a) fidelity on generated single objects (N = 1), --per-category per category and more while --mosaics allows
     guidances = args.guidance or [float(cfg.generator.guidance_scale)]
     report["fidelity"], runs = {}, {}
     for g in guidances:
-        runs[g] = run_mosaics(pipe, main_cats, 1, max(args.mosaics, args.per_category * len(main_cats)), steps,
-                              args.seed, [*args.overrides, f"generator.guidance_scale={g}"], mixed_cats)
+        runs[g] = run_mosaics(
+            pipe,
+            main_cats,
+            1,
+            max(args.mosaics, args.per_category * len(main_cats)),
+            steps,
+            args.seed,
+            [*args.overrides, f"generator.guidance_scale={g}"],
+            mixed_cats,
+        )
         report["fidelity"][str(g)] = single_object_fidelity(net, cats, runs[g][0])
         print(f"guidance {g}: {json.dumps(report['fidelity'][str(g)])}", file=sys.stderr, flush=True)
     singles, sec1 = runs[guidances[0]]
-    report.update({k: report["fidelity"][str(guidances[0])][k] for k in ("class_fidelity", "colour_correct", "shape_correct")})
+    report.update(
+        {k: report["fidelity"][str(guidances[0])][k] for k in ("class_fidelity", "colour_correct", "shape_correct")}
+    )
     report["guidance"] = guidances[0]
 
     # (b) mask IoU vs the reference annotator, (c) seconds per mosaic, (d) class fidelity of the kept regions,
     # for N = 1, 2, 4
     all_regions = []
     for n in sorted({1, *args.n}):
-        results, sec = (singles, sec1) if n == 1 else run_mosaics(
-            pipe, main_cats, n, args.mosaics, steps, args.seed,
-            [*args.overrides, f"generator.guidance_scale={guidances[0]}"], mixed_cats)
+        results, sec = (
+            (singles, sec1)
+            if n == 1
+            else run_mosaics(
+                pipe,
+                main_cats,
+                n,
+                args.mosaics,
+                steps,
+                args.seed,
+                [*args.overrides, f"generator.guidance_scale={guidances[0]}"],
+                mixed_cats,
+            )
+        )
         kept_ious, regions = [], 0
         for res in results:
             regions += len(res.plan.layout.regions)
             if not res.kept:
                 continue
             for reg, m in zip(res.plan.layout.regions, res.masks):
-                crop = res.image[reg.top:reg.bottom, reg.left:reg.right]
-                kept_ious.append(iou(m[reg.top:reg.bottom, reg.left:reg.right], segment_saturated(crop)))
-        report[f"N{n}"] = {"mosaics": len(results), "kept": sum(r.kept for r in results),
-                           "mask_mIoU_kept": round(float(np.mean(kept_ious)), 4) if kept_ious else None,
-                           "regions_kept": len(kept_ious), "seconds_per_mosaic": round(sec, 3)}
+                crop = res.image[reg.top : reg.bottom, reg.left : reg.right]
+                kept_ious.append(iou(m[reg.top : reg.bottom, reg.left : reg.right], segment_saturated(crop)))
+        report[f"N{n}"] = {
+            "mosaics": len(results),
+            "kept": sum(r.kept for r in results),
+            "mask_mIoU_kept": round(float(np.mean(kept_ious)), 4) if kept_ious else None,
+            "regions_kept": len(kept_ious),
+            "seconds_per_mosaic": round(sec, 3),
+        }
         skipped = [r.reason for r in results if not r.kept]
         report[f"N{n}"]["skip_examples"] = skipped[:3]
         recs = region_records(net, cats, results)
         all_regions += recs
         report[f"N{n}"]["regions"] = summarise_regions(recs, tuple(cfg.generator.region_size))
         report[f"N{n}"]["region_records"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in recs]
-        print(f"N={n}: kept {report[f'N{n}']['kept']}/{len(results)}, region fidelity "
-              f"{report[f'N{n}']['regions'].get('fidelity')} (reference crop "
-              f"{report[f'N{n}']['regions'].get('fidelity_reference_crop')})", file=sys.stderr, flush=True)
+        print(
+            f"N={n}: kept {report[f'N{n}']['kept']}/{len(results)}, region fidelity "
+            f"{report[f'N{n}']['regions'].get('fidelity')} (reference crop "
+            f"{report[f'N{n}']['regions'].get('fidelity_reference_crop')})",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.misclassified:
-        print(f"{misclassified_grid([r for r in all_regions if r['n'] > 1], args.misclassified)} misclassified "
-              f"mosaic regions -> {args.misclassified}", file=sys.stderr)
-    printed = {k: ({kk: vv for kk, vv in v.items() if kk != "region_records"} if isinstance(v, dict) else v)
-               for k, v in report.items()}
+        print(
+            f"{misclassified_grid([r for r in all_regions if r['n'] > 1], args.misclassified)} misclassified "
+            f"mosaic regions -> {args.misclassified}",
+            file=sys.stderr,
+        )
+    printed = {
+        k: ({kk: vv for kk, vv in v.items() if kk != "region_records"} if isinstance(v, dict) else v)
+        for k, v in report.items()
+    }
     print(json.dumps(printed, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2))

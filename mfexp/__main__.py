@@ -1,4 +1,5 @@
 """`python -m mfexp [overrides]`: one experiment (generate -> train -> evaluate); `-m` for sweeps."""
+
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import mfexp.config  # noqa: F401  (registers the config schemas in Hydra's ConfigStore)
 
-ROOT = Path(__file__).resolve().parent.parent   # the repository: conf/ and sweeps/
+ROOT = Path(__file__).resolve().parent.parent  # the repository: conf/ and sweeps/
 CONFIG_DIR = str(ROOT / "conf")
 log = logging.getLogger("mfexp")
 
@@ -24,16 +25,17 @@ def run_name(override_dirname: str) -> str:
 
 if not OmegaConf.has_resolver("mfexp_run_name"):
     OmegaConf.register_new_resolver("mfexp_run_name", run_name)
-if not OmegaConf.has_resolver("mfexp_per"):   # ${mfexp_per:40,${generator.num_objects}}: a budget split N ways
+if not OmegaConf.has_resolver("mfexp_per"):  # ${mfexp_per:40,${generator.num_objects}}: a budget split N ways
     OmegaConf.register_new_resolver("mfexp_per", lambda total, n: max(1, round(int(total) / int(n))))
-if not OmegaConf.has_resolver("mfexp_root"):   # conf/config.yaml: hydra.searchpath -> sweeps/
+if not OmegaConf.has_resolver("mfexp_root"):  # conf/config.yaml: hydra.searchpath -> sweeps/
     OmegaConf.register_new_resolver("mfexp_root", lambda: str(ROOT))
 
 
 def compose(overrides=()) -> DictConfig:
     """The config `python -m mfexp <overrides>` runs with, outside a run (tests, checks, benchmarks); ``${hydra:...}``
     interpolations resolve as in a run."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -67,10 +69,10 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
-    except ValueError as e:   # a bad value: one line, before any stage runs or anything is written
+    except ValueError as e:  # a bad value: one line, before any stage runs or anything is written
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:   # the sweep goes on; this setting is recorded as failed
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep goes on; this setting is recorded as failed
             record_failure(RunPaths(run_dir), None, e)
             return
         sys.exit(2)
@@ -82,13 +84,15 @@ def main(cfg: DictConfig) -> None:
         log.error("%s (details: %s)", message, e.path)
         print(f"error: {message} (details: {e.path})", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return   # one failed setting does not stop the sweep: its run folder has failed.json, no metrics.json
+            return  # one failed setting does not stop the sweep: its run folder has failed.json, no metrics.json
         sys.exit(2 if bad_input else 1)
     except StopRequested as e:
-        print(f"stopped during stage {e.stage}: what is done is saved; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"stopped during stage {e.stage}: what is done is saved; run the same command again to resume",
+            file=sys.stderr,
+        )
         raise
-    log.info("\n%s", summary(results, run_dir))   # console and the run's log file
+    log.info("\n%s", summary(results, run_dir))  # console and the run's log file
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Lightning callbacks of the stages: stop requests in `predict`, and one training bar for the whole run."""
+
 from __future__ import annotations
 
 from pytorch_lightning.callbacks import Callback, RichProgressBar
@@ -26,12 +27,13 @@ class RunProgressBar(RichProgressBar):
         return f"train (epoch {current_epoch})"
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self.train_progress_bar_id is None:   # the first epoch of this process (a resumed run starts mid-way)
+        if self.train_progress_bar_id is None:  # the first epoch of this process (a resumed run starts mid-way)
             super().on_train_epoch_start(trainer, pl_module)
             self._update(self.train_progress_bar_id, trainer.global_step)
         elif self.progress is not None:
-            self.progress.update(self.train_progress_bar_id, description=self._get_train_description(
-                trainer.current_epoch))
+            self.progress.update(
+                self.train_progress_bar_id, description=self._get_train_description(trainer.current_epoch)
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

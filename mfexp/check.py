@@ -8,6 +8,7 @@ failed, else 0. Nothing is downloaded and no run folder is made.
 
 Each check is a small function returning a :class:`Check`; ``run_checks(cfg)`` runs them all.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,12 +21,12 @@ from urllib.parse import urlparse
 from omegaconf import OmegaConf
 
 OK, FAIL, SKIP = "OK", "FAIL", "SKIP"
-GiB = 1024 ** 3
+GiB = 1024**3
 
 # Thresholds: the paper's setting (SD v1.4 + Mask R-CNN R50-FPN on LVIS) and the toy world (see docs/lvis.md).
-GPU_FREE_GIB = {"paper": 12.0, "toy": 1.0}        # free memory per GPU used
-LOG_DIR_FREE_GIB = {"paper": 20.0, "toy": 1.0}    # run folders: synthetic set, checkpoints, predictions
-CACHE_DIR_FREE_GIB = {"paper": 2.0, "toy": 0.5}   # generated datasets, built wheels
+GPU_FREE_GIB = {"paper": 12.0, "toy": 1.0}  # free memory per GPU used
+LOG_DIR_FREE_GIB = {"paper": 20.0, "toy": 1.0}  # run folders: synthetic set, checkpoints, predictions
+CACHE_DIR_FREE_GIB = {"paper": 2.0, "toy": 0.5}  # generated datasets, built wheels
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -33,7 +34,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str      # OK | FAIL | SKIP
+    status: str  # OK | FAIL | SKIP
     message: str
     fix: str = ""
 
@@ -65,9 +66,11 @@ def is_paper_scale(cfg) -> bool:
 
 # --- dataset ------------------------------------------------------------------------------------------------------
 
-LVIS_FIX = ("download the LVIS v1 annotations (https://www.lvisdataset.org/dataset) and the COCO 2017 train/val "
-            "images (https://cocodataset.org/#download) into the tree of docs/lvis.md, or point paths.data_dir "
-            "(MFEXP_DATA) at it")
+LVIS_FIX = (
+    "download the LVIS v1 annotations (https://www.lvisdataset.org/dataset) and the COCO 2017 train/val "
+    "images (https://cocodataset.org/#download) into the tree of docs/lvis.md, or point paths.data_dir "
+    "(MFEXP_DATA) at it"
+)
 
 
 def check_lvis_layout(dataset_cfg) -> Check:
@@ -114,12 +117,17 @@ def check_dataset(cfg) -> Check:
         return Check("dataset", SKIP, f"dataset {name!r}: built by {ds.get('_target_')}, not checked")
     missing = [str(ds[k]) for k in keys if not Path(str(ds[k])).expanduser().is_file()]
     if missing:
-        return Check("dataset", FAIL, f"dataset {name!r}: missing {', '.join(missing)}",
-                     f"put the files there or override dataset.* paths (conf/dataset/{name}.yaml)")
+        return Check(
+            "dataset",
+            FAIL,
+            f"dataset {name!r}: missing {', '.join(missing)}",
+            f"put the files there or override dataset.* paths (conf/dataset/{name}.yaml)",
+        )
     return Check("dataset", OK, f"dataset {name!r}: annotation files present")
 
 
 # --- text-to-image weights ----------------------------------------------------------------------------------------
+
 
 def sd_folder_problems(folder: Path) -> list[str]:
     """What a diffusers Stable Diffusion 1.x folder lacks (empty list: looks complete)."""
@@ -130,7 +138,7 @@ def sd_folder_problems(folder: Path) -> list[str]:
         sub = folder / comp
         if not sub.is_dir():
             problems.append(f"{comp}/")
-        elif comp == "tokenizer":   # a fast tokenizer's tokenizer.json, or a slow one's vocab.json + merges.txt
+        elif comp == "tokenizer":  # a fast tokenizer's tokenizer.json, or a slow one's vocab.json + merges.txt
             if not (sub / "tokenizer.json").is_file():
                 problems += [f"tokenizer/{f}" for f in ("vocab.json", "merges.txt") if not (sub / f).is_file()]
         elif comp == "scheduler":
@@ -153,15 +161,21 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
     """generator.model.path: the shipped toy model, a built-in random one, a local diffusers folder or a hub id."""
     path = model_cfg.get("path")
     hub_id = "CompVis/stable-diffusion-v1-4"
-    fix_dl = (f"hf download {hub_id} --local-dir models/stable-diffusion-v1-4 (file filters: docs/lvis.md), then "
-              "generator.model.path=models/stable-diffusion-v1-4")
+    fix_dl = (
+        f"hf download {hub_id} --local-dir models/stable-diffusion-v1-4 (file filters: docs/lvis.md), then "
+        "generator.model.path=models/stable-diffusion-v1-4"
+    )
     if path is None:
         from mfexp.assets import toy_t2i_path
 
         problems = sd_folder_problems(toy_t2i_path())
         if problems:
-            return Check("generator", FAIL, f"shipped toy weights incomplete: {', '.join(problems)}",
-                         "reinstall the package (bash scripts/setup.sh) or retrain: python -m mfexp.toyworld.train_t2i")
+            return Check(
+                "generator",
+                FAIL,
+                f"shipped toy weights incomplete: {', '.join(problems)}",
+                "reinstall the package (bash scripts/setup.sh) or retrain: python -m mfexp.toyworld.train_t2i",
+            )
         return Check("generator", OK, "toy text-to-image model (shipped weights)")
     if path == "tiny_random":
         return Check("generator", OK, "tiny random pipeline (built from config)")
@@ -169,8 +183,12 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
     if folder.is_dir():
         problems = sd_folder_problems(folder)
         if problems:
-            return Check("generator", FAIL, f"{folder} is not a complete diffusers SD folder: missing "
-                         f"{', '.join(problems)}", fix_dl)
+            return Check(
+                "generator",
+                FAIL,
+                f"{folder} is not a complete diffusers SD folder: missing {', '.join(problems)}",
+                fix_dl,
+            )
         return Check("generator", OK, f"diffusers pipeline folder {folder}")
     if _looks_like_path(str(path)) or folder.exists():
         return Check("generator", FAIL, f"generator.model.path={path}: no such folder", fix_dl)
@@ -178,11 +196,16 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
         allow_download = _truthy(model_cfg.get("allow_download", False))
     if allow_download and os.environ.get("HF_HUB_OFFLINE") != "1":
         return Check("generator", OK, f"hub id {path!r}: downloaded at first use (downloads allowed)")
-    return Check("generator", FAIL, f"generator.model.path={path!r} is a hub id and downloads are off "
-                 "(no local folder)", fix_dl + "; or allow downloads: MFEXP_ALLOW_DOWNLOAD=true")
+    return Check(
+        "generator",
+        FAIL,
+        f"generator.model.path={path!r} is a hub id and downloads are off (no local folder)",
+        fix_dl + "; or allow downloads: MFEXP_ALLOW_DOWNLOAD=true",
+    )
 
 
 # --- detector ImageNet weights ------------------------------------------------------------------------------------
+
 
 def torch_hub_checkpoint(url: str) -> Path:
     """Where torch.hub (and so mmengine's http loader) caches a checkpoint URL."""
@@ -203,21 +226,34 @@ def check_pretrained(pretrained, allow_download: bool = False) -> Check:
             return Check("pretrained", OK, f"{pretrained} cached at {cached}")
         if allow_download:
             return Check("pretrained", OK, f"{pretrained}: downloaded at first use to {cached} (downloads allowed)")
-        return Check("pretrained", FAIL, f"{pretrained} would be downloaded and is not in the torch hub cache "
-                     f"({cached})", f"mkdir -p {cached.parent} && curl -L -o {cached} {pretrained}  "
-                     "(or detector.pretrained=/path/to/resnet50.pth)")
-    if scheme and len(scheme) > 1:   # torchvision://, open-mmlab://, s3:// ... (not a Windows drive letter)
-        return Check("pretrained", FAIL, f"detector.pretrained={pretrained}: scheme {scheme}:// needs downloads "
-                     "or packages this project does not install",
-                     "download the checkpoint and set detector.pretrained=/path/to/file.pth")
+        return Check(
+            "pretrained",
+            FAIL,
+            f"{pretrained} would be downloaded and is not in the torch hub cache ({cached})",
+            f"mkdir -p {cached.parent} && curl -L -o {cached} {pretrained}  "
+            "(or detector.pretrained=/path/to/resnet50.pth)",
+        )
+    if scheme and len(scheme) > 1:  # torchvision://, open-mmlab://, s3:// ... (not a Windows drive letter)
+        return Check(
+            "pretrained",
+            FAIL,
+            f"detector.pretrained={pretrained}: scheme {scheme}:// needs downloads "
+            "or packages this project does not install",
+            "download the checkpoint and set detector.pretrained=/path/to/file.pth",
+        )
     path = Path(pretrained).expanduser()
     if not path.is_file():
-        return Check("pretrained", FAIL, f"detector.pretrained={path}: no such file",
-                     "download https://download.pytorch.org/models/resnet50-0676ba61.pth there (docs/lvis.md)")
-    return Check("pretrained", OK, f"local checkpoint {path} ({path.stat().st_size / 1024 ** 2:.0f} MiB)")
+        return Check(
+            "pretrained",
+            FAIL,
+            f"detector.pretrained={path}: no such file",
+            "download https://download.pytorch.org/models/resnet50-0676ba61.pth there (docs/lvis.md)",
+        )
+    return Check("pretrained", OK, f"local checkpoint {path} ({path.stat().st_size / 1024**2:.0f} MiB)")
 
 
 # --- devices ------------------------------------------------------------------------------------------------------
+
 
 def wants_cuda(trainer_cfg, paper_scale: bool) -> bool:
     acc = str(trainer_cfg.get("accelerator", "auto")).lower()
@@ -255,15 +291,23 @@ def check_gpu(trainer_cfg, paper_scale: bool, min_free_gib: float | None = None,
     if not cuda.is_available():
         if need:
             why = f"trainer.accelerator={acc}" + (" and the paper-scale setting" if acc == "auto" else "")
-            return Check("gpu", FAIL, f"no CUDA GPU visible ({why} wants GPUs)",
-                         "run on a GPU node with the CUDA set-up (bash scripts/setup.sh --cuda); "
-                         "trainer.accelerator=cpu forces a (very slow) CPU run")
+            return Check(
+                "gpu",
+                FAIL,
+                f"no CUDA GPU visible ({why} wants GPUs)",
+                "run on a GPU node with the CUDA set-up (bash scripts/setup.sh --cuda); "
+                "trainer.accelerator=cpu forces a (very slow) CPU run",
+            )
         return Check("gpu", SKIP, "no CUDA GPU: stages run on the CPU")
     count = cuda.device_count()
     n = requested_devices(trainer_cfg, count)
     if n > count:
-        return Check("gpu", FAIL, f"trainer.devices={n} but {count} CUDA device(s) visible",
-                     f"trainer.devices={count} (or check CUDA_VISIBLE_DEVICES / the SLURM GPU request)")
+        return Check(
+            "gpu",
+            FAIL,
+            f"trainer.devices={n} but {count} CUDA device(s) visible",
+            f"trainer.devices={count} (or check CUDA_VISIBLE_DEVICES / the SLURM GPU request)",
+        )
     low, parts = [], []
     for i in range(n):
         free, total = cuda.mem_get_info(i)
@@ -273,8 +317,12 @@ def check_gpu(trainer_cfg, paper_scale: bool, min_free_gib: float | None = None,
     name = cuda.get_device_name(0)
     msg = f"{n} x {name} ({'; '.join(parts)}; need >= {min_free_gib:g} GiB free each)"
     if low:
-        return Check("gpu", FAIL, msg, f"free GPU(s) {low} (other processes: nvidia-smi) or pick others with "
-                     "CUDA_VISIBLE_DEVICES")
+        return Check(
+            "gpu",
+            FAIL,
+            msg,
+            f"free GPU(s) {low} (other processes: nvidia-smi) or pick others with CUDA_VISIBLE_DEVICES",
+        )
     return Check("gpu", OK, msg)
 
 
@@ -283,9 +331,13 @@ def check_mmcv_ops(devices: list[str] | None = None) -> Check:
     try:
         import torch
         from mmcv.ops import RoIAlign, get_compiling_cuda_version, nms
-    except Exception as e:   # ImportError, or an undefined symbol from an mmcv built against another torch
-        return Check("mmcv-ops", FAIL, f"cannot import mmcv.ops: {type(e).__name__}: {str(e)[:200]}",
-                     "bash scripts/setup.sh (add --cuda on GPU nodes) rebuilds mmcv 2.1.0 against this torch")
+    except Exception as e:  # ImportError, or an undefined symbol from an mmcv built against another torch
+        return Check(
+            "mmcv-ops",
+            FAIL,
+            f"cannot import mmcv.ops: {type(e).__name__}: {str(e)[:200]}",
+            "bash scripts/setup.sh (add --cuda on GPU nodes) rebuilds mmcv 2.1.0 against this torch",
+        )
     if devices is None:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     done = []
@@ -300,16 +352,22 @@ def check_mmcv_ops(devices: list[str] | None = None) -> Check:
                 raise RuntimeError(f"wrong result (RoIAlign {tuple(out.shape)}, nms keep {keep.tolist()})")
         except Exception as e:
             cuda_build = get_compiling_cuda_version()
-            return Check("mmcv-ops", FAIL, f"RoIAlign/nms on {dev}: {type(e).__name__}: {str(e)[:160]} "
-                         f"(mmcv compiled with CUDA: {cuda_build})",
-                         "bash scripts/setup.sh --cuda (mmcv built with FORCE_CUDA=1 for this torch/CUDA)"
-                         if dev != "cpu" else "bash scripts/setup.sh (rebuilds mmcv against this torch)")
+            return Check(
+                "mmcv-ops",
+                FAIL,
+                f"RoIAlign/nms on {dev}: {type(e).__name__}: {str(e)[:160]} (mmcv compiled with CUDA: {cuda_build})",
+                "bash scripts/setup.sh --cuda (mmcv built with FORCE_CUDA=1 for this torch/CUDA)"
+                if dev != "cpu"
+                else "bash scripts/setup.sh (rebuilds mmcv against this torch)",
+            )
         done.append(dev)
-    return Check("mmcv-ops", OK, f"RoIAlign and nms run on {', '.join(done)} (mmcv CUDA: "
-                 f"{get_compiling_cuda_version()})")
+    return Check(
+        "mmcv-ops", OK, f"RoIAlign and nms run on {', '.join(done)} (mmcv CUDA: {get_compiling_cuda_version()})"
+    )
 
 
 # --- disk and versions --------------------------------------------------------------------------------------------
+
 
 def existing_parent(path: Path) -> Path:
     path = Path(path).expanduser().absolute()
@@ -323,8 +381,13 @@ def check_disk(name: str, path, min_free_gib: float) -> Check:
     free = shutil.disk_usage(where).free
     msg = f"{path}: {free / GiB:.1f} GiB free (need >= {min_free_gib:g} GiB)"
     if free < min_free_gib * GiB:
-        return Check(name, FAIL, msg, f"free space on {where} or point it elsewhere "
-                     f"({'paths.log_dir / MFEXP_OUTPUTS' if name == 'disk-logs' else 'paths.cache_dir / MFEXP_CACHE'})")
+        return Check(
+            name,
+            FAIL,
+            msg,
+            f"free space on {where} or point it elsewhere "
+            f"({'paths.log_dir / MFEXP_OUTPUTS' if name == 'disk-logs' else 'paths.cache_dir / MFEXP_CACHE'})",
+        )
     return Check(name, OK, msg)
 
 
@@ -345,6 +408,7 @@ def check_versions() -> Check:
 
 
 # --- all ----------------------------------------------------------------------------------------------------------
+
 
 def check_config(cfg) -> Check:
     """The ranges and choices `python -m mfexp` checks before any stage (mfexp.config.validate)."""
@@ -376,9 +440,12 @@ def run_checks(cfg) -> list[Check]:
     checks = [check_config(cfg), check_versions(), check_dataset(cfg), generator, pretrained]
     gpu = check_gpu(cfg.trainer, paper)
     acc = str(cfg.trainer.get("accelerator", "auto")).lower()
-    checks += [check_mmcv_ops(["cpu"] if acc == "cpu" else None), gpu,
-               check_disk("disk-logs", cfg.paths.log_dir, LOG_DIR_FREE_GIB[scale]),
-               check_disk("disk-cache", cfg.paths.cache_dir, CACHE_DIR_FREE_GIB[scale])]
+    checks += [
+        check_mmcv_ops(["cpu"] if acc == "cpu" else None),
+        gpu,
+        check_disk("disk-logs", cfg.paths.log_dir, LOG_DIR_FREE_GIB[scale]),
+        check_disk("disk-cache", cfg.paths.cache_dir, CACHE_DIR_FREE_GIB[scale]),
+    ]
     return checks
 
 

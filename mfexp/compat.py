@@ -4,6 +4,7 @@ scheduler states, mmcv 2.1's float-only ops vs bf16 autocast.
 Call :func:`patch_all` once (the detection stages do); every patch is idempotent and scoped as narrowly as the
 library allows.
 """
+
 from __future__ import annotations
 
 import collections

@@ -10,6 +10,7 @@ Applied by the generate stage after the augmenter (or after copying a reused set
 ``synthetic/annotations_clean.json``. Which instances are hit is decided by ``seed`` alone, so every setting with
 the same seed and share corrupts the same instances.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,11 @@ MASK_MODES = ("none", "box", "dilate")
 def check_corrupt(corrupt) -> dict:
     """``generator.corrupt`` node -> ``dict(labels, masks, dilate_px)``, validated (None -> no corruption)."""
     c = dict(corrupt or {})
-    out = dict(labels=float(c.get("labels", 0.0) or 0.0), masks=str(c.get("masks", "none") or "none"),
-               dilate_px=int(c.get("dilate_px", 3)))
+    out = dict(
+        labels=float(c.get("labels", 0.0) or 0.0),
+        masks=str(c.get("masks", "none") or "none"),
+        dilate_px=int(c.get("dilate_px", 3)),
+    )
     if not 0.0 <= out["labels"] <= 1.0:
         raise ValueError(f"generator.corrupt.labels is a share of instances in [0, 1], got {out['labels']}")
     if out["masks"] not in MASK_MODES:
@@ -60,7 +64,7 @@ def degrade_mask(mask: np.ndarray, mode: str, dilate_px: int = 3) -> np.ndarray:
     if mode == "box":
         ys, xs = np.nonzero(mask)
         out = np.zeros_like(mask, dtype=bool)
-        out[ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
+        out[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
         return out
     if mode == "dilate":
         kernel = np.ones((2 * dilate_px + 1, 2 * dilate_px + 1), np.uint8)

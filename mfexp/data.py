@@ -9,6 +9,7 @@ Protocols (which categories count as *novel*: ``AP_novel`` is the mask AP over t
   longer has (rare + any held out). The derived training file is written once under
   ``<cache_dir>/open_vocabulary/<source key>/`` and listed by ``novel_category_ids``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,12 @@ def without_rare_annotations(train_json: str | os.PathLike, cache_dir: str | os.
         raise ValueError(f"dataset.novel=rare: {source} has no rare categories (frequency 'r')")
     kept = [a for a in data["annotations"] if a["category_id"] not in rare]
     left = {a["category_id"] for a in kept}
-    data["info"] = dict(data.get("info") or {}, mfexp_novel_protocol=dict(
-        novel="rare", source=str(source), removed_annotations=len(data["annotations"]) - len(kept)))
+    data["info"] = dict(
+        data.get("info") or {},
+        mfexp_novel_protocol=dict(
+            novel="rare", source=str(source), removed_annotations=len(data["annotations"]) - len(kept)
+        ),
+    )
     data["annotations"] = kept
     data["novel_category_ids"] = sorted(c["id"] for c in data["categories"] if c["id"] not in left)
     atomic_write_json(out, data)

@@ -1,5 +1,6 @@
 """Drawing: masks over images, montages, the synthetic set's gallery, prediction overlays and the per-category AP
 plot."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,21 @@ import numpy as np
 from mfexp.fileio import atomic_write_bytes, encode_jpeg, read_rgb
 from mfexp.lvis import decode_rle, image_relpath
 
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-                    [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212]], dtype=np.float32)
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+    ],
+    dtype=np.float32,
+)
 
 
 def overlay(rgb: np.ndarray, masks: list, labels: list[str], alpha: float = 0.45) -> np.ndarray:
@@ -31,8 +45,16 @@ def overlay(rgb: np.ndarray, masks: list, labels: list[str], alpha: float = 0.45
         ys, xs = np.nonzero(m)
         if len(xs):
             org = (int(xs.min()), int(max(ys.min() - 2, 10 * scale)))
-            cv2.putText(out, label, org, cv2.FONT_HERSHEY_SIMPLEX, max(0.3, 0.5 * scale), (255, 255, 255),
-                        max(1, int(scale)), cv2.LINE_AA)
+            cv2.putText(
+                out,
+                label,
+                org,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                max(0.3, 0.5 * scale),
+                (255, 255, 255),
+                max(1, int(scale)),
+                cv2.LINE_AA,
+            )
     return out
 
 
@@ -40,13 +62,16 @@ def montage(tiles: list[np.ndarray], tile_height: int = 256, columns: int = 4) -
     """Tiles resized to one height and laid out in rows."""
     if not tiles:
         return np.full((tile_height, tile_height, 3), 255, np.uint8)
-    resized = [cv2.resize(t, (max(1, round(t.shape[1] * tile_height / t.shape[0])), tile_height),
-                          interpolation=cv2.INTER_AREA) for t in tiles]
+    resized = [
+        cv2.resize(t, (max(1, round(t.shape[1] * tile_height / t.shape[0])), tile_height), interpolation=cv2.INTER_AREA)
+        for t in tiles
+    ]
     width = max(r.shape[1] for r in resized)
     rows = []
     for i in range(0, len(resized), columns):
-        row = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-               for r in resized[i:i + columns]]
+        row = [
+            np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in resized[i : i + columns]
+        ]
         row += [np.full_like(row[0], 255)] * (columns - len(row))
         rows.append(np.concatenate(row, axis=1))
     return np.concatenate(rows, axis=0)
@@ -61,8 +86,13 @@ def gallery_items(out: Path, images: list, annotations: list, categories: list, 
     items = []
     for img in images[:count]:
         anns = by_image.get(img["id"], [])
-        items.append((read_rgb(out / "images" / img["file_name"]), [decode_rle(a["segmentation"]) for a in anns],
-                      [names.get(a["category_id"], "?") for a in anns]))
+        items.append(
+            (
+                read_rgb(out / "images" / img["file_name"]),
+                [decode_rle(a["segmentation"]) for a in anns],
+                [names.get(a["category_id"], "?") for a in anns],
+            )
+        )
     return items
 
 
@@ -72,8 +102,15 @@ def write_gallery(out: Path, images: list, annotations: list, categories: list, 
     atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))
 
 
-def prediction_overlays(predictions: list[dict], gt: dict, images_dir: str, out_path: str, num_images: int = 8,
-                        score_thr: float = 0.3, tile: int = 256) -> str:
+def prediction_overlays(
+    predictions: list[dict],
+    gt: dict,
+    images_dir: str,
+    out_path: str,
+    num_images: int = 8,
+    score_thr: float = 0.3,
+    tile: int = 256,
+) -> str:
     """Draw predictions (score >= ``score_thr``) on the first ``num_images`` images of ``gt`` (an LVIS dict with
     images under ``images_dir``), enlarged to ``tile`` pixels; write a JPEG grid to ``out_path`` and return it."""
     names = {c["id"]: c["name"] for c in gt["categories"]}
@@ -86,8 +123,10 @@ def prediction_overlays(predictions: list[dict], gt: dict, images_dir: str, out_
         rgb = read_rgb(os.path.join(images_dir, image_relpath(img)))
         size = (round(rgb.shape[1] * tile / max(rgb.shape[:2])), round(rgb.shape[0] * tile / max(rgb.shape[:2])))
         dets = sorted(by_image[img["id"]], key=lambda p: -p["score"])
-        masks = [cv2.resize(decode_rle(p["segmentation"]).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-                 for p in dets]
+        masks = [
+            cv2.resize(decode_rle(p["segmentation"]).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
+            for p in dets
+        ]
         labels = [f"{names.get(p['category_id'], p['category_id'])} {p['score']:.2f}" for p in dets]
         tiles.append(overlay(cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR), masks, labels))
     atomic_write_bytes(out_path, encode_jpeg(montage(tiles, tile_height=tile)))
@@ -97,18 +136,31 @@ def prediction_overlays(predictions: list[dict], gt: dict, images_dir: str, out_
 def plot_per_category(rows: list[dict], path: str) -> None:
     """Mask AP of each category against its number of real training images (log x), by frequency group."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    groups = (("novel", "novel (0 train images)", "tab:purple"), ("r", "rare", "tab:red"),
-              ("c", "common", "tab:orange"), ("f", "frequent", "tab:blue"))
+    groups = (
+        ("novel", "novel (0 train images)", "tab:purple"),
+        ("r", "rare", "tab:red"),
+        ("c", "common", "tab:orange"),
+        ("f", "frequent", "tab:blue"),
+    )
     for key, label, colour in groups:
-        pts = [r for r in rows if r["AP"] is not None and (r["novel"] if key == "novel"
-                                                            else r["frequency"] == key and not r["novel"])]
+        pts = [
+            r
+            for r in rows
+            if r["AP"] is not None and (r["novel"] if key == "novel" else r["frequency"] == key and not r["novel"])
+        ]
         if pts:
-            ax.scatter([max(r["train_images"], 0.5) for r in pts], [100 * r["AP"] for r in pts], s=18,
-                       color=colour, label=f"{label} ({len(pts)})")
+            ax.scatter(
+                [max(r["train_images"], 0.5) for r in pts],
+                [100 * r["AP"] for r in pts],
+                s=18,
+                color=colour,
+                label=f"{label} ({len(pts)})",
+            )
     ax.set_xscale("log")
     ax.set_xlabel("real training images of the category (novel plotted at 0.5)")
     ax.set_ylabel("mask AP (%)")

@@ -1,4 +1,5 @@
 """File IO: atomic writes (a reader or a re-run after a kill sees the old file or the new one), CSV and JPEG."""
+
 from __future__ import annotations
 
 import csv

@@ -1,5 +1,6 @@
 """The LVIS v1 annotation format: records, RLE masks, reading and validating files, frequency groups, category
 selection and image paths."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-COCO_URL_PREFIX = "http://images.cocodataset.org/"   # LVIS v1 images are found by their coco_url's path
-FREQUENCIES = ("r", "c", "f")                        # LVIS frequency groups: rare, common, frequent
-SYNTHETIC_IMAGE_ID_BASE = 10_000_000   # synthetic image ids live in their own range
+COCO_URL_PREFIX = "http://images.cocodataset.org/"  # LVIS v1 images are found by their coco_url's path
+FREQUENCIES = ("r", "c", "f")  # LVIS frequency groups: rare, common, frequent
+SYNTHETIC_IMAGE_ID_BASE = 10_000_000  # synthetic image ids live in their own range
 
 _IMAGE_KEYS = ("id", "height", "width")
 _ANN_KEYS = ("id", "image_id", "category_id", "bbox", "segmentation", "area")
@@ -19,6 +20,7 @@ _CAT_KEYS = ("id", "name", "frequency")
 
 
 # ----------------------------------------------------------------------------------------------- masks and records
+
 
 def encode_rle(mask: np.ndarray) -> dict:
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -32,10 +34,10 @@ def decode_rle(rle: dict) -> np.ndarray:
 
 def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
     """Boolean mask of an LVIS/COCO segmentation: polygons, uncompressed RLE or compressed RLE."""
-    if isinstance(segmentation, list):           # polygons
+    if isinstance(segmentation, list):  # polygons
         rles = mask_utils.frPyObjects(segmentation, height, width)
         return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-    if isinstance(segmentation.get("counts"), list):   # uncompressed RLE
+    if isinstance(segmentation.get("counts"), list):  # uncompressed RLE
         return mask_utils.decode(mask_utils.frPyObjects(segmentation, height, width)).astype(bool)
     return decode_rle(segmentation)
 
@@ -43,18 +45,38 @@ def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
 def mask_annotation(mask: np.ndarray, ann_id: int, image_id: int, category_id: int) -> dict:
     rle = encode_rle(mask)
     x, y, w, h = (float(v) for v in mask_utils.toBbox(rle))
-    return {"id": int(ann_id), "image_id": int(image_id), "category_id": int(category_id), "segmentation": rle,
-            "bbox": [x, y, w, h], "area": float(mask_utils.area(rle)), "iscrowd": 0}
+    return {
+        "id": int(ann_id),
+        "image_id": int(image_id),
+        "category_id": int(category_id),
+        "segmentation": rle,
+        "bbox": [x, y, w, h],
+        "area": float(mask_utils.area(rle)),
+        "iscrowd": 0,
+    }
 
 
 def image_record(image_id: int, file_name: str, height: int, width: int, split: str = "synthetic") -> dict:
-    return {"id": int(image_id), "file_name": file_name, "coco_url": f"{COCO_URL_PREFIX}{split}/{file_name}",
-            "height": int(height), "width": int(width), "neg_category_ids": [], "not_exhaustive_category_ids": []}
+    return {
+        "id": int(image_id),
+        "file_name": file_name,
+        "coco_url": f"{COCO_URL_PREFIX}{split}/{file_name}",
+        "height": int(height),
+        "width": int(width),
+        "neg_category_ids": [],
+        "not_exhaustive_category_ids": [],
+    }
 
 
 def lvis_file(images: list, annotations: list, categories: list, **extra) -> dict:
-    return {"info": extra.pop("info", {}), "licenses": [], "images": images, "annotations": annotations,
-            "categories": categories, **extra}
+    return {
+        "info": extra.pop("info", {}),
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+        **extra,
+    }
 
 
 def image_relpath(img: dict) -> str:
@@ -65,6 +87,7 @@ def image_relpath(img: dict) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- reading files
+
 
 def read_lvis_json(path: str | os.PathLike, what: str = "annotation file") -> dict:
     """Load an LVIS v1-format file and check its structure; every problem is a one-line ``ValueError``
@@ -79,8 +102,10 @@ def read_lvis_json(path: str | os.PathLike, what: str = "annotation file") -> di
         raise ValueError(f"{what} {path} is not valid JSON ({e})") from None
     lists = ("images", "annotations", "categories")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in lists):
-        raise ValueError(f"{what} {path} is not in LVIS format: expected a JSON object with lists "
-                         "'images', 'annotations' and 'categories'")
+        raise ValueError(
+            f"{what} {path} is not in LVIS format: expected a JSON object with lists "
+            "'images', 'annotations' and 'categories'"
+        )
     for key, fields in (("images", _IMAGE_KEYS), ("annotations", _ANN_KEYS), ("categories", _CAT_KEYS)):
         for i, item in enumerate(data[key]):
             missing = [f for f in fields if f not in item] if isinstance(item, dict) else list(fields)
@@ -105,9 +130,11 @@ def check_same_categories(real: dict, synthetic: dict, synthetic_path: str | os.
     real_ids = {c["id"] for c in real["categories"]}
     syn_ids = {c["id"] for c in synthetic["categories"]}
     if syn_ids != real_ids:
-        raise ValueError(f"synthetic annotations {synthetic_path}: category ids differ from the real train set "
-                         f"({len(syn_ids)} vs {len(real_ids)} ids; not in the real set: "
-                         f"{sorted(syn_ids - real_ids)[:10]}, missing: {sorted(real_ids - syn_ids)[:10]})")
+        raise ValueError(
+            f"synthetic annotations {synthetic_path}: category ids differ from the real train set "
+            f"({len(syn_ids)} vs {len(real_ids)} ids; not in the real set: "
+            f"{sorted(syn_ids - real_ids)[:10]}, missing: {sorted(real_ids - syn_ids)[:10]})"
+        )
 
 
 def load_categories(path: str | Path) -> list[dict]:
@@ -132,6 +159,7 @@ def load_categories(path: str | Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- frequency groups
+
 
 def lvis_frequency(image_count: int) -> str:
     """LVIS frequency group from a training image count: r (<= 10, incl. 0), c (11-100), f (> 100)."""

@@ -1,4 +1,5 @@
 """Run an experiment's stages in order on one run folder; skip stages already done for the same config."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,17 @@ from mfexp.tracking import Tracker, is_rank_zero, start_tracking, synthetic_arti
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("generate", "train", "evaluate")
-STAGES = {"generate": "mfexp.run.generate", "train": "mfexp.detection.stages.train",
-          "evaluate": "mfexp.detection.stages.evaluate"}   # each called as fn(cfg, run_dir, tracker) -> result dict
+STAGES = {
+    "generate": "mfexp.run.generate",
+    "train": "mfexp.detection.stages.train",
+    "evaluate": "mfexp.detection.stages.evaluate",
+}  # each called as fn(cfg, run_dir, tracker) -> result dict
 # the config each stage depends on (together with every earlier stage's)
-STAGE_KEYS = {"generate": ("augmenter", "generator", "dataset", "seed", "generate"),
-              "train": ("detector", "train_data"),
-              "evaluate": ("evaluate",)}
+STAGE_KEYS = {
+    "generate": ("augmenter", "generator", "dataset", "seed", "generate"),
+    "train": ("detector", "train_data"),
+    "evaluate": ("evaluate",),
+}
 
 
 def generate(cfg, run_dir: Path, tracker: Tracker = Tracker()) -> dict:
@@ -63,8 +69,10 @@ def reuse_synthetic(source: Path, run_dir: Path) -> dict:
     ann = source / "annotations_clean.json"
     ann = ann if ann.is_file() else source / "annotations.json"
     if not ann.is_file() or not (source / "images").is_dir():
-        raise FileNotFoundError(f"generate.reuse={source}: no synthetic set there (needs annotations.json and "
-                                "images/; point it at a run folder whose generate stage finished)")
+        raise FileNotFoundError(
+            f"generate.reuse={source}: no synthetic set there (needs annotations.json and "
+            "images/; point it at a run folder whose generate stage finished)"
+        )
     out = RunPaths(run_dir).synthetic
     if out.resolve() == source.resolve():
         raise ValueError(f"generate.reuse={source} is this run's own synthetic folder")
@@ -75,8 +83,12 @@ def reuse_synthetic(source: Path, run_dir: Path) -> dict:
     if (source / "gallery.jpg").is_file():
         shutil.copy2(source / "gallery.jpg", out / "gallery.jpg")
     data = json.loads(ann.read_text())
-    log.info("generate: reused %d synthetic images (%d instances) from %s", len(data["images"]),
-             len(data["annotations"]), source)
+    log.info(
+        "generate: reused %d synthetic images (%d instances) from %s",
+        len(data["images"]),
+        len(data["annotations"]),
+        source,
+    )
     return {"reused": str(source), "kept": len(data["images"]), "instances": len(data["annotations"])}
 
 
@@ -88,8 +100,9 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
     ann, clean = RunPaths(run_dir).synthetic_annotations, syn / "annotations_clean.json"
     if not ann.is_file():
         if is_active(corrupt):
-            raise ValueError(f"generator.corrupt={corrupt} needs a synthetic set, but augmenter="
-                             f"{cfg.augmenter.name} made none")
+            raise ValueError(
+                f"generator.corrupt={corrupt} needs a synthetic set, but augmenter={cfg.augmenter.name} made none"
+            )
         return result
     if not is_active(corrupt):
         clean.unlink(missing_ok=True)
@@ -97,18 +110,24 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
     if not is_rank_zero():
         return result
     if not (clean.is_file() and json.loads(ann.read_text()).get("info", {}).get("corrupt")):
-        shutil.copy2(ann, clean)   # the augmenter (or reuse) has just written a clean set
+        shutil.copy2(ann, clean)  # the augmenter (or reuse) has just written a clean set
     data, summary = corrupt_lvis(json.loads(clean.read_text()), corrupt, int(cfg.seed))
     atomic_write_json(ann, data)
     from mfexp.draw import write_gallery
+
     write_gallery(syn, data["images"], data["annotations"], data["categories"], 16)
-    log.info("generate: positive control %s: %d of %d instances relabelled, masks %s", corrupt,
-             summary["relabelled"], summary["instances"], summary["masks"])
+    log.info(
+        "generate: positive control %s: %d of %d instances relabelled, masks %s",
+        corrupt,
+        summary["relabelled"],
+        summary["instances"],
+        summary["masks"],
+    )
     return dict(result, corrupt=summary)
 
 
 def stage_hash(cfg, stage: str) -> str:
-    keys = [k for s in STAGE_ORDER[:STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
+    keys = [k for s in STAGE_ORDER[: STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
     return config_hash(cfg, keys)
 
 
@@ -141,10 +160,16 @@ class StopRequested(SystemExit):
 def record_failure(paths: RunPaths, stage: str | None, error: Exception) -> Path:
     """Write failed.json: which stage raised what, with the traceback (rank 0 only); returns its path."""
     if is_rank_zero():
-        atomic_write_json(paths.failed, {
-            "stage": stage, "type": type(error).__name__, "message": str(error),
-            "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        atomic_write_json(
+            paths.failed,
+            {
+                "stage": stage,
+                "type": type(error).__name__,
+                "message": str(error),
+                "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
     return paths.failed
 
 
@@ -164,8 +189,11 @@ def run_experiment(cfg, run_dir: Path) -> dict:
     except (KeyboardInterrupt, SystemExit) as e:
         if isinstance(e, StopRequested):
             raise
-        log.warning("stage %s: stopped (%s); what it finished is saved, run the same command again to resume",
-                    stage, type(e).__name__)
+        log.warning(
+            "stage %s: stopped (%s); what it finished is saved, run the same command again to resume",
+            stage,
+            type(e).__name__,
+        )
         raise StopRequested(stage, e) from e
     if is_rank_zero():
         atomic_write_json(paths.stage_times, timings)
@@ -206,16 +234,29 @@ def summary(results: dict, run_dir: Path) -> str:
         keys = [k for k in ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP") if k in metrics]
         lines.append("mask/box AP in %, LVIS val:")
         lines.append("  ".join(f"{k:>8}" for k in keys))
-        lines.append("  ".join(f"{100 * metrics[k]:8.2f}" if isinstance(metrics[k], (int, float)) else f"{metrics[k]!s:>8}"
-                               for k in keys))
+        lines.append(
+            "  ".join(
+                f"{100 * metrics[k]:8.2f}" if isinstance(metrics[k], (int, float)) else f"{metrics[k]!s:>8}"
+                for k in keys
+            )
+        )
     gen = results.get("generate")
     if gen:
         lines.append("generate: " + ", ".join(f"{k}={v}" for k, v in gen.items() if not isinstance(v, dict)))
     if paths.stage_times.exists():
-        lines.append("seconds per stage: " + ", ".join(f"{k}={v}"
-                                                       for k, v in json.loads(paths.stage_times.read_text()).items()))
-    look = [p for p in (paths.synthetic / "gallery.jpg", paths.evaluate / "predictions.jpg",
-                        paths.evaluate / "per_category.csv", paths.metrics) if p.exists()]
+        lines.append(
+            "seconds per stage: " + ", ".join(f"{k}={v}" for k, v in json.loads(paths.stage_times.read_text()).items())
+        )
+    look = [
+        p
+        for p in (
+            paths.synthetic / "gallery.jpg",
+            paths.evaluate / "predictions.jpg",
+            paths.evaluate / "per_category.csv",
+            paths.metrics,
+        )
+        if p.exists()
+    ]
     if look:
         lines.append("look at: " + ", ".join(str(p.relative_to(paths.root)) for p in look))
     if list(paths.wandb.glob("offline-run-*")):

@@ -1,4 +1,5 @@
 """The run folder: every file and folder a run writes, named once."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """The functions a config names by ``_target_`` (augmenters, datasets) and the stages, looked up through Hydra."""
+
 from __future__ import annotations
 
 import importlib
@@ -20,9 +21,12 @@ def locate(dotted: str, what: str):
     except ModuleNotFoundError as e:
         package = (e.name or "").split(".")[0]
         if package and package != "mfexp":
-            raise MissingPackage(f"{what} ({dotted}) needs the Python package {package!r}, which is not installed; "
-                                 f"install the dependencies with: {INSTALL}", name=package) from None
-    except ValueError:   # an empty module path: get_method names the problem
+            raise MissingPackage(
+                f"{what} ({dotted}) needs the Python package {package!r}, which is not installed; "
+                f"install the dependencies with: {INSTALL}",
+                name=package,
+            ) from None
+    except ValueError:  # an empty module path: get_method names the problem
         pass
     try:
         return get_method(dotted)

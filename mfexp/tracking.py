@@ -3,6 +3,7 @@
 `run_experiment` starts each stage's wandb run (`start_tracking`) and hands the stage a `Tracker`; a stage logs
 through it and never starts wandb itself. With the logger off, or on a rank other than 0, the tracker logs nothing.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,9 +59,22 @@ class Tracker:
             return
         import wandb
 
-        self.run.log({key: [wandb.Image(rgb, masks={"instances": {"mask_data": label_map(rgb.shape[:2], masks),
-                                                                  "class_labels": instance_labels(names)}})
-                            for rgb, masks, names in items]})
+        self.run.log(
+            {
+                key: [
+                    wandb.Image(
+                        rgb,
+                        masks={
+                            "instances": {
+                                "mask_data": label_map(rgb.shape[:2], masks),
+                                "class_labels": instance_labels(names),
+                            }
+                        },
+                    )
+                    for rgb, masks, names in items
+                ]
+            }
+        )
 
     def log_dataset(self, name: str, annotations: Path, images: Path) -> None:
         """A synthetic set as a dataset Artifact that references the files (checksummed, not uploaded)."""
@@ -74,8 +88,7 @@ class Tracker:
             return
         artifact = dataset_artifact(name, annotations, images)
         if self.run.offline:
-            self.run.config.update({"input_artifact": {"name": name, "digest": artifact.digest}},
-                                   allow_val_change=True)
+            self.run.config.update({"input_artifact": {"name": name, "digest": artifact.digest}}, allow_val_change=True)
         else:
             self.run.use_artifact(artifact)
 
@@ -138,8 +151,11 @@ def logged_config(cfg) -> dict:
     """The resolved config, as the stages read it (without Hydra's own node)."""
     from omegaconf import OmegaConf
 
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-            for k in cfg if k != "hydra"}
+    return {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+        for k in cfg
+        if k != "hydra"
+    }
 
 
 def start_tracking(cfg, run_dir, stage: str) -> Tracker:
@@ -151,8 +167,16 @@ def start_tracking(cfg, run_dir, stage: str) -> Tracker:
     import wandb
 
     run_dir = Path(run_dir).resolve()
-    run = wandb.init(project=lcfg.project, group=lcfg.group or default_group(run_dir), job_type=stage,
-                     mode=os.environ.get("WANDB_MODE", lcfg.mode), dir=str(run_dir),
-                     id=f"{run_key(run_dir)}-{stage}", resume="allow", name=f"{run_dir.name}/{stage}",
-                     config=logged_config(cfg), settings=wandb.Settings(silent=True))
+    run = wandb.init(
+        project=lcfg.project,
+        group=lcfg.group or default_group(run_dir),
+        job_type=stage,
+        mode=os.environ.get("WANDB_MODE", lcfg.mode),
+        dir=str(run_dir),
+        id=f"{run_key(run_dir)}-{stage}",
+        resume="allow",
+        name=f"{run_dir.name}/{stage}",
+        config=logged_config(cfg),
+        settings=wandb.Settings(silent=True),
+    )
     return Tracker(run)

@@ -18,5 +18,5 @@ def categories_file():
 @pytest.fixture(scope="session")
 def tiny_pipe():
     from mfexp.mosaicfusion.models import tiny_random_pipeline
-    return tiny_random_pipeline(seed=0)
 
+    return tiny_random_pipeline(seed=0)

@@ -4,6 +4,7 @@ Category k (1-based) is a (shape, colour) pair; the last drawn category appears 
 Extra categories (``num_categories`` beyond the drawn ones) are listed but never drawn, like most of LVIS's 1203
 classes in a small split.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,16 +22,26 @@ def _draw(canvas: np.ndarray, shape: str, colour, box) -> np.ndarray:
     x, y, w, h = box
     m = np.zeros(canvas.shape[:2], np.uint8)
     if shape == "rect":
-        m[y: y + h, x: x + w] = 1
+        m[y : y + h, x : x + w] = 1
     else:
         cv2.ellipse(m, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, 1, -1)
     canvas[m > 0] = colour
     return m
 
 
-def _split(root: Path, name: str, num_images: int, drawn: list[int], categories: list[dict], size: int,
-           rng: np.random.Generator, first_image_id: int, first_ann_id: int, with_file_name: bool,
-           on_top: int | None = None) -> dict:
+def _split(
+    root: Path,
+    name: str,
+    num_images: int,
+    drawn: list[int],
+    categories: list[dict],
+    size: int,
+    rng: np.random.Generator,
+    first_image_id: int,
+    first_ann_id: int,
+    with_file_name: bool,
+    on_top: int | None = None,
+) -> dict:
     img_dir = root / name
     img_dir.mkdir(parents=True, exist_ok=True)
     images, anns = [], []
@@ -46,18 +57,31 @@ def _split(root: Path, name: str, num_images: int, drawn: list[int], categories:
             x, y = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
             objects.append((cat, _draw(canvas, SHAPES[(cat - 1) % 2], COLOURS[((cat - 1) // 2) % 4], (x, y, w, h))))
         for j, (cat, m) in enumerate(objects):
-            for _, later in objects[j + 1:]:
+            for _, later in objects[j + 1 :]:
                 m = m & (1 - later)  # visible part only
             if m.sum() < 4:
                 continue
             rle = mask_utils.encode(np.asfortranarray(m))
-            anns.append(dict(id=first_ann_id + len(anns), image_id=img_id, category_id=cat,
-                             bbox=[float(v) for v in mask_utils.toBbox(rle)], area=float(mask_utils.area(rle)),
-                             segmentation=dict(size=list(rle["size"]), counts=rle["counts"].decode())))
+            anns.append(
+                dict(
+                    id=first_ann_id + len(anns),
+                    image_id=img_id,
+                    category_id=cat,
+                    bbox=[float(v) for v in mask_utils.toBbox(rle)],
+                    area=float(mask_utils.area(rle)),
+                    segmentation=dict(size=list(rle["size"]), counts=rle["counts"].decode()),
+                )
+            )
         file_name = f"{img_id:06d}.png"
         cv2.imwrite(str(img_dir / file_name), canvas[:, :, ::-1])
-        img = dict(id=img_id, height=size, width=size, coco_url=f"http://images.cocodataset.org/{name}/{file_name}",
-                   neg_category_ids=[], not_exhaustive_category_ids=[])
+        img = dict(
+            id=img_id,
+            height=size,
+            width=size,
+            coco_url=f"http://images.cocodataset.org/{name}/{file_name}",
+            neg_category_ids=[],
+            not_exhaustive_category_ids=[],
+        )
         if with_file_name:
             img["file_name"] = file_name
         images.append(img)
@@ -67,8 +91,16 @@ def _split(root: Path, name: str, num_images: int, drawn: list[int], categories:
     return data
 
 
-def make_lvis_fixture(root, num_train: int = 8, num_val: int = 4, num_drawn: int = 4, num_categories: int | None = None,
-                      size: int = 64, seed: int = 0, with_file_name: bool = True) -> dict:
+def make_lvis_fixture(
+    root,
+    num_train: int = 8,
+    num_val: int = 4,
+    num_drawn: int = 4,
+    num_categories: int | None = None,
+    size: int = 64,
+    seed: int = 0,
+    with_file_name: bool = True,
+) -> dict:
     """Write ``train.json``/``val.json`` and ``train/``/``val/`` images under ``root``; return the
     ``prepare_dataset``-style dict (``train_json, train_images, val_json, val_images``) plus ``novel_ids``.
 
@@ -78,9 +110,19 @@ def make_lvis_fixture(root, num_train: int = 8, num_val: int = 4, num_drawn: int
     rng = np.random.default_rng(seed)
     num_categories = num_categories or num_drawn
     freqs = "rcf"
-    categories = [dict(id=k, name=f"{SHAPES[(k - 1) % 2]}_{k}", synset=f"thing_{k}.n.01", synonyms=[f"thing_{k}"],
-                       def_=None, frequency=freqs[(k - 1) % 3], image_count=0, instance_count=0)
-                  for k in range(1, num_categories + 1)]
+    categories = [
+        dict(
+            id=k,
+            name=f"{SHAPES[(k - 1) % 2]}_{k}",
+            synset=f"thing_{k}.n.01",
+            synonyms=[f"thing_{k}"],
+            def_=None,
+            frequency=freqs[(k - 1) % 3],
+            image_count=0,
+            instance_count=0,
+        )
+        for k in range(1, num_categories + 1)
+    ]
     for c in categories:
         c["def"] = f"a test object number {c['id']}"
         del c["def_"]
@@ -98,5 +140,10 @@ def make_lvis_fixture(root, num_train: int = 8, num_val: int = 4, num_drawn: int
     images = str(root / "train"), str(root / "val")
     if not with_file_name:
         images = str(root), str(root)
-    return dict(train_json=str(root / "train.json"), train_images=images[0], val_json=str(root / "val.json"),
-                val_images=images[1], novel_ids=[drawn[-1]])
+    return dict(
+        train_json=str(root / "train.json"),
+        train_images=images[0],
+        val_json=str(root / "val.json"),
+        val_images=images[1],
+        novel_ids=[drawn[-1]],
+    )

@@ -1,12 +1,12 @@
 """The paper's remaining ablations as sweeps (centre jitter, prompt template, mixed-category set, images per
 category), each with a toy-world and an lvis_ variant at the paper's values; every setting composes and resolves
 to the generator setting it names."""
+
 import pytest
 from omegaconf import OmegaConf
-
 from test_sweeps_report import compose_sweep, sweep_values
 
-PAPER = {   # sweep -> (generator key, the paper's settings as the generator sees them)
+PAPER = {  # sweep -> (generator key, the paper's settings as the generator sees them)
     "jitter": ("jitter", [[1 - r, 1 + r] for r in (0.25, 0.375, 0.5)]),
     "prompt": ("prompt", ["{name}", "a photo of a single {name}", "a photo of a single {name}, {def}"]),
     "category_set": ("mixed_frequency", [["r"], ["r", "c", "f"]]),
@@ -41,9 +41,9 @@ def test_defaults_are_rows_of_their_sweeps():
     cfg = compose_sweep([])
     for name, (key, expected) in PAPER.items():
         default = OmegaConf.to_container(cfg.generator, resolve=True)[key]
-        if name != "images_per_category":          # the toy default (10) is the paper's smallest row
+        if name != "images_per_category":  # the toy default (10) is the paper's smallest row
             assert default in expected, name
-    assert cfg.generator.jitter == [0.75, 1.25]   # the public code's range (r = 0.25 in the jitter sweep's reading)
+    assert cfg.generator.jitter == [0.75, 1.25]  # the public code's range (r = 0.25 in the jitter sweep's reading)
 
 
 def test_prompt_templates_keep_the_object_token_in_the_toy_world():

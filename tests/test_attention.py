@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from mfexp.mosaicfusion.attention import (AttentionStore, CaptureCall, CrossAttentionCapture, NaiveStore,
-                                          capture_cross_attention, layer_info, selected_layers)
+from mfexp.mosaicfusion.attention import (
+    AttentionStore,
+    CaptureCall,
+    CrossAttentionCapture,
+    NaiveStore,
+    capture_cross_attention,
+    layer_info,
+    selected_layers,
+)
 
 
 def unet_call(pipe, store, step, n=2, hw=(16, 16), tokens=(3, 5)):
@@ -71,7 +78,7 @@ def test_capture_matches_default_output_and_explicit_attention(tiny_pipe):
     naive = NaiveStore()
     with capture_cross_attention(unet, naive, {name: 2}):
         unet_call(tiny_pipe, naive, 0)
-    (probs,) = naive.kept                     # (cond batch, heads, seq, tokens)
+    (probs,) = naive.kept  # (cond batch, heads, seq, tokens)
     assert probs.shape[0] == 2 and torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
     one = AttentionStore()
     with capture_cross_attention(unet, one, {name: 2}):

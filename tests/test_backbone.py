@@ -1,13 +1,14 @@
 """The toy detector's pretrained backbone: the corpus, the shipped weights, and how the detector loads them."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures_detection import make_lvis_fixture
+from helpers import ROOT, compose
 from safetensors.torch import load_file, save_file
 
-from helpers import ROOT, compose
-from fixtures_detection import make_lvis_fixture
 from mfexp.detection import stages
 from mfexp.toyworld.pretrain_backbone import CLASSES, Classifier, render_corpus, render_sample
 from mfexp.toyworld.world import SHAPES
@@ -56,5 +57,6 @@ def test_from_scratch_and_bad_weights(tmp_path, fixture_files):
     with pytest.raises(ValueError, match="do not fit this backbone"):
         stages.build_detector(compose(TINY + [f"detector.pretrained={bad}"]), fixture_files)
     with pytest.raises(FileNotFoundError, match="detector.pretrained"):
-        stages.build_detector(compose(TINY + [f"detector.pretrained={tmp_path / 'missing.safetensors'}"]),
-                              fixture_files)
+        stages.build_detector(
+            compose(TINY + [f"detector.pretrained={tmp_path / 'missing.safetensors'}"]), fixture_files
+        )

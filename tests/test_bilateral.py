@@ -1,4 +1,5 @@
 """The fast bilateral solver (mfexp/mosaicfusion/bilateral.py) against its definition and on synthetic images."""
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -27,11 +28,11 @@ def iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
-@pytest.mark.parametrize("shift", [6, -6])   # the mask overshoots / undershoots the colour edge by 6 px all round
+@pytest.mark.parametrize("shift", [6, -6])  # the mask overshoots / undershoots the colour edge by 6 px all round
 def test_mask_snaps_to_the_colour_edge(shift):
     rgb, truth = two_colour(96, 128, (24, 32, 72, 96))
     off = np.zeros_like(truth)
-    off[24 - shift:72 + shift, 32 - shift:96 + shift] = True
+    off[24 - shift : 72 + shift, 32 - shift : 96 + shift] = True
     assert iou(off, truth) < 0.8
     out = refine(off, rgb, "bilateral", bilateral=DEFAULTS)
     assert iou(out, truth) > 0.97, iou(out, truth)
@@ -94,7 +95,7 @@ def test_grid_solution_equals_pixel_space_solve_when_every_pixel_is_a_vertex():
 def test_grid_solution_equals_pixel_space_solve_on_a_coarse_grid():
     rgb, _ = two_colour(12, 12, (3, 2, 9, 8), noise=2.0, seed=2)
     grid = BilateralGrid(rgb, sigma_spatial=4, sigma_luma=16, sigma_chroma=8)
-    assert grid.num_vertices < 144 / 2          # a genuinely coarser grid
+    assert grid.num_vertices < 144 / 2  # a genuinely coarser grid
     rng = np.random.default_rng(1)
     lam = 16.0
     c = np.full(144, 0.999)
@@ -118,15 +119,15 @@ def test_grid_solution_equals_pixel_space_solve_on_a_coarse_grid():
 
 def test_pcg_converges_on_a_region_sized_problem():
     rgb, truth = two_colour(192, 256, (40, 60, 150, 200), noise=8.0)
-    target = np.roll(truth, (10, -10), axis=(0, 1)).astype(float)   # misaligned with the edges: CG has work to do
+    target = np.roll(truth, (10, -10), axis=(0, 1)).astype(float)  # misaligned with the edges: CG has work to do
     grid = BilateralGrid(rgb)
     out, info = solve(grid, target, 0.999, 256.0, tol=1e-8, maxiter=500)
     assert info.converged and info.residual <= 1e-8 and 5 < info.iterations < 500, info
-    loose, info = solve(grid, target, 0.999, 256.0)      # defaults: tol 1e-5, at most 200 iterations
+    loose, info = solve(grid, target, 0.999, 256.0)  # defaults: tol 1e-5, at most 200 iterations
     assert info.converged and info.residual <= 1e-5
     np.testing.assert_allclose(loose, out, atol=1e-3)
     # the CG iterate is the minimiser: the grid objective's gradient vanishes there
-    y = out.ravel()[np.unique(grid.index, return_index=True)[1]]     # each vertex's value (its first pixel's)
+    y = out.ravel()[np.unique(grid.index, return_index=True)[1]]  # each vertex's value (its first pixel's)
     m, n, sc = grid.counts, grid.scale, 0.999 * grid.counts
     residual = 256.0 * (m * y - n * (grid.blur @ (n * y))) + sc * y - grid.splat(0.999 * target)
     assert np.linalg.norm(residual) <= 1e-7 * np.linalg.norm(grid.splat(0.999 * target))
@@ -136,18 +137,23 @@ def test_rgb_to_yuv():
     grey = np.full((2, 3, 3), 77, np.uint8)
     np.testing.assert_allclose(rgb_to_yuv(grey), np.broadcast_to([77, 128, 128], (2, 3, 3)), atol=1e-3)
     yuv = rgb_to_yuv(np.array([[RED]], np.uint8))[0, 0]
-    assert yuv[2] > 128 > yuv[1]                     # red: V above neutral, U below
+    assert yuv[2] > 128 > yuv[1]  # red: V above neutral, U below
 
 
-@pytest.mark.parametrize("bad,msg", [({"passes": 0}, "passes must be an integer >= 1"),
-                                     ({"passes": 1.5}, "passes must be an integer"),
-                                     ({"sigma_spatial": 0}, "sigma_spatial must be a finite number > 0"),
-                                     ({"sigma_luma": -1}, "sigma_luma"),
-                                     ({"sigma_chroma": "8"}, "sigma_chroma"),
-                                     ({"lam": float("inf")}, "lam must be a finite number > 0"),
-                                     ({"confidence": 0}, r"confidence must be a number in \(0, 1\]"),
-                                     ({"confidence": 1.5}, "confidence"),
-                                     ({"sigma": 16}, r"unknown key\(s\) \['sigma'\]")])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ({"passes": 0}, "passes must be an integer >= 1"),
+        ({"passes": 1.5}, "passes must be an integer"),
+        ({"sigma_spatial": 0}, "sigma_spatial must be a finite number > 0"),
+        ({"sigma_luma": -1}, "sigma_luma"),
+        ({"sigma_chroma": "8"}, "sigma_chroma"),
+        ({"lam": float("inf")}, "lam must be a finite number > 0"),
+        ({"confidence": 0}, r"confidence must be a number in \(0, 1\]"),
+        ({"confidence": 1.5}, "confidence"),
+        ({"sigma": 16}, r"unknown key\(s\) \['sigma'\]"),
+    ],
+)
 def test_bad_settings_are_named(bad, msg):
     with pytest.raises(ValueError, match=msg):
         check_settings(bad)

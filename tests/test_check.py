@@ -1,4 +1,5 @@
 """`python -m mfexp.check`: the preflight's checks (each a small function) and its report and exit code."""
+
 import json
 import re
 
@@ -23,11 +24,13 @@ def fake_sd(folder):
     """A well-formed (tiny, fake) diffusers Stable Diffusion 1.x folder."""
     folder.mkdir(parents=True)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    for comp, files in {"unet": ["config.json", "diffusion_pytorch_model.safetensors"],
-                        "vae": ["config.json", "diffusion_pytorch_model.safetensors"],
-                        "text_encoder": ["config.json", "model.safetensors"],
-                        "tokenizer": ["vocab.json", "merges.txt", "tokenizer_config.json"],
-                        "scheduler": ["scheduler_config.json"]}.items():
+    for comp, files in {
+        "unet": ["config.json", "diffusion_pytorch_model.safetensors"],
+        "vae": ["config.json", "diffusion_pytorch_model.safetensors"],
+        "text_encoder": ["config.json", "model.safetensors"],
+        "tokenizer": ["vocab.json", "merges.txt", "tokenizer_config.json"],
+        "scheduler": ["scheduler_config.json"],
+    }.items():
         (folder / comp).mkdir()
         for f in files:
             (folder / comp / f).write_text("{}")
@@ -45,9 +48,16 @@ def fake_lvis(root):
 
 
 def lvis_cfg(root):
-    return OmegaConf.create({"name": "lvis_v1", "root": str(root), "train_json": f"{root}/lvis/lvis_v1_train.json",
-                             "val_json": f"{root}/lvis/lvis_v1_val.json", "train_images": f"{root}/coco",
-                             "val_images": f"{root}/coco"})
+    return OmegaConf.create(
+        {
+            "name": "lvis_v1",
+            "root": str(root),
+            "train_json": f"{root}/lvis/lvis_v1_train.json",
+            "val_json": f"{root}/lvis/lvis_v1_val.json",
+            "train_images": f"{root}/coco",
+            "val_images": f"{root}/coco",
+        }
+    )
 
 
 def report(out: str) -> dict:
@@ -64,6 +74,7 @@ def report(out: str) -> dict:
 
 
 # --- the check functions ------------------------------------------------------------------------------------------
+
 
 def test_sd_folder(tmp_path):
     sd = fake_sd(tmp_path / "sd")
@@ -165,19 +176,34 @@ def test_mmcv_ops_cpu():
 
 # --- the whole preflight ------------------------------------------------------------------------------------------
 
+
 def test_default_toy_config_passes(tmp_path, capsys):
     code = check.main([f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache"])
     rows = report(capsys.readouterr().out)
     assert code == 0, rows
-    assert {"config", "versions", "dataset", "generator", "pretrained", "mmcv-ops", "gpu", "disk-logs",
-            "disk-cache"} <= set(rows)
+    assert {
+        "config",
+        "versions",
+        "dataset",
+        "generator",
+        "pretrained",
+        "mmcv-ops",
+        "gpu",
+        "disk-logs",
+        "disk-cache",
+    } <= set(rows)
     assert all(status in (OK, SKIP) for status, _, _ in rows.values()), rows
     assert rows["dataset"][0] == OK and rows["generator"][0] == OK and rows["mmcv-ops"][0] == OK
 
 
 def lvis_overrides(tmp_path, *extra):
-    return ["experiment=lvis_mosaicfusion", f"paths.data_dir={tmp_path}/data", f"paths.log_dir={tmp_path}/outputs",
-            f"paths.cache_dir={tmp_path}/cache", *extra]
+    return [
+        "experiment=lvis_mosaicfusion",
+        f"paths.data_dir={tmp_path}/data",
+        f"paths.log_dir={tmp_path}/outputs",
+        f"paths.cache_dir={tmp_path}/cache",
+        *extra,
+    ]
 
 
 def test_lvis_experiment_reports_what_is_missing(tmp_path, capsys):
@@ -189,7 +215,7 @@ def test_lvis_experiment_reports_what_is_missing(tmp_path, capsys):
         status, message, fix = rows[name]
         assert status == FAIL and message and fix, (name, rows[name])
     assert "LVIS v1" in rows["dataset"][1] and "CompVis/stable-diffusion-v1-4" in rows["generator"][1]
-    if not torch.cuda.is_available():   # a CPU machine: the paper's setting wants GPUs
+    if not torch.cuda.is_available():  # a CPU machine: the paper's setting wants GPUs
         assert rows["gpu"][0] == FAIL and "no CUDA GPU" in rows["gpu"][1] and "--cuda" in rows["gpu"][2]
     assert out.strip().splitlines()[-1].startswith(f"{sum(r[0] == FAIL for r in rows.values())} failed")
 
@@ -214,7 +240,8 @@ def test_checks_follow_the_stages(tmp_path, capsys):
 
 
 def test_bad_value_fails_the_config_check(tmp_path, capsys):
-    code = check.main([f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache",
-                       "generator.jpeg_quality=500"])
+    code = check.main(
+        [f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", "generator.jpeg_quality=500"]
+    )
     status, message, fix = report(capsys.readouterr().out)["config"]
     assert code == 1 and status == FAIL and message.startswith("generator.jpeg_quality=500") and fix

@@ -1,9 +1,8 @@
 """Every config option composes; the primary config has the documented shape."""
 
 import pytest
-from omegaconf import OmegaConf
-
 from helpers import ROOT, compose
+from omegaconf import OmegaConf
 
 GROUPS = ["generator", "generator/model", "augmenter", "dataset", "detector", "trainer", "logger", "paths"]
 
@@ -17,7 +16,7 @@ def test_primary_config_shape():
     for key in ["generator", "augmenter", "dataset", "detector", "trainer", "logger", "paths", "stages", "seed"]:
         assert key in cfg, key
     assert list(cfg.stages) == ["generate", "train", "evaluate"]
-    assert cfg.generator.model.path is None and cfg.dataset.name == "toyworld"   # the toy world by default
+    assert cfg.generator.model.path is None and cfg.dataset.name == "toyworld"  # the toy world by default
     assert cfg.logger.mode == "offline"
 
 
@@ -38,12 +37,14 @@ def test_experiments_compose(experiment):
 
 def test_run_folder_named_by_overrides():
     from mfexp.__main__ import run_name
+
     assert run_name("") == "default"
     assert run_name("generator.num_objects=2,generator/model=toy") == "generator.num_objects=2,generator_model=toy"
 
 
 def test_stages_are_checked():
     from mfexp.run import check_stages
+
     assert check_stages(["evaluate", "generate"]) == ["generate", "evaluate"]
     with pytest.raises(ValueError, match="choose a list"):
         check_stages(["gen"])
@@ -57,27 +58,31 @@ def yaml_keys(group: str, variant: str) -> set:
     return set(raw) - {"defaults"}
 
 
-@pytest.mark.parametrize("group,variant", [(g, v) for g in ["generator/model", "dataset", "detector"]
-                                           for v in variants(g)])
+@pytest.mark.parametrize(
+    "group,variant", [(g, v) for g in ["generator/model", "dataset", "detector"] for v in variants(g)]
+)
 def test_schemas_add_no_key(group, variant):
     """A schema types the keys the YAML sets and adds none, so run folders' stage hashes stay as they were."""
     node = OmegaConf.select(compose([f"{group}={variant}"]), group.replace("/", "."))
     assert set(node) == yaml_keys(group, variant)
 
 
-@pytest.mark.parametrize("override,key", [
-    ("generator.num_inference_steps=ten", "num_inference_steps"),
-    ("generator.mask.min_area=[1]", "min_area"),
-    ("generator.model.allow_download=perhaps", "allow_download"),
-    ("seed=abc", "seed"),
-    ("trainer.num_nodes=x", "num_nodes"),
-    ("logger.enabled=maybe", "enabled"),
-    ("dataset.num_train_images=1.5", "num_train_images"),
-    ("detector.max_iters=many", "max_iters"),
-    ("generator.no_such_key=1", "no_such_key"),
-    ("task_name=x", "task_name"),
-    ("paths.root_dir=x", "root_dir"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("generator.num_inference_steps=ten", "num_inference_steps"),
+        ("generator.mask.min_area=[1]", "min_area"),
+        ("generator.model.allow_download=perhaps", "allow_download"),
+        ("seed=abc", "seed"),
+        ("trainer.num_nodes=x", "num_nodes"),
+        ("logger.enabled=maybe", "enabled"),
+        ("dataset.num_train_images=1.5", "num_train_images"),
+        ("detector.max_iters=many", "max_iters"),
+        ("generator.no_such_key=1", "no_such_key"),
+        ("task_name=x", "task_name"),
+        ("paths.root_dir=x", "root_dir"),
+    ],
+)
 def test_bad_type_or_unknown_key_fails_at_composition(override, key):
     from hydra.errors import ConfigCompositionException
 
@@ -86,29 +91,41 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
     assert key in str(e.value) + str(e.value.__cause__)
 
 
-@pytest.mark.parametrize("overrides,msg", [
-    (["generator.overlap=[1000,1000]"], "generator.overlap=[1000, 1000] must be smaller than generator.region_size"),
-    (["generator.prompt='no placeholder'"], "generator.prompt='no placeholder' must contain {name}"),
-    (["generator.blend_sigma=0"], "generator.blend_sigma=0.0 must be > 0"),
-    (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),
-    (["generator.gallery_size=-3"], "generator.gallery_size=-3 must be >= 0"),
-    (["generator.jpeg_quality=500"], "generator.jpeg_quality=500 must be in [1, 100]"),
-    (["trainer.devices=0"], "trainer.devices=0 must be"),
-    (["generator.mask.threshold=foo"], "generator.mask.threshold='foo' must be otsu or a number in (0, 1)"),
-    (["seed=-1"], "seed=-1 must be >= 0"),
-    (["generator.num_inference_steps=0"], "generator.num_inference_steps=0 must be >= 1"),
-    (["generator.images_per_category=0"], "generator.images_per_category=0 must be >= 1"),
-    (["train_data=fake"], "train_data='fake' must be one of real, synthetic, both"),
-    (["generator.dtype=fp8"], "generator.dtype='fp8' must be one of fp32, fp16, bf16"),
-    (["generator.scheduler=fast"], "generator.scheduler='fast' must be one of default, pndm"),
-    (["generator.decode=tiles"], "generator.decode='tiles' must be one of canvas, regions"),
-    (["generator.mask.refine=blur"], "generator.mask.refine='blur' must be one of bilateral, fgs"),
-    (["generator.mask.area_reference=canvas"], "generator.mask.area_reference='canvas' must be one of nominal, region"),
-    (["augmenter=cut_paste", "augmenter.scale=[0.5,0.1]"], "augmenter.scale=[0.5, 0.1] must be a pair"),
-    (["augmenter=cut_paste", "augmenter.background=sky"], "augmenter.background='sky' must be one of image, uniform"),
-    (["augmenter=cut_paste", "augmenter.images_per_category=0"], "augmenter.images_per_category=0 must be >= 1"),
-    (["augmenter=cut_paste", "augmenter.flip=1.5"], "augmenter.flip=1.5 must be a probability"),
-])
+@pytest.mark.parametrize(
+    "overrides,msg",
+    [
+        (
+            ["generator.overlap=[1000,1000]"],
+            "generator.overlap=[1000, 1000] must be smaller than generator.region_size",
+        ),
+        (["generator.prompt='no placeholder'"], "generator.prompt='no placeholder' must contain {name}"),
+        (["generator.blend_sigma=0"], "generator.blend_sigma=0.0 must be > 0"),
+        (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),
+        (["generator.gallery_size=-3"], "generator.gallery_size=-3 must be >= 0"),
+        (["generator.jpeg_quality=500"], "generator.jpeg_quality=500 must be in [1, 100]"),
+        (["trainer.devices=0"], "trainer.devices=0 must be"),
+        (["generator.mask.threshold=foo"], "generator.mask.threshold='foo' must be otsu or a number in (0, 1)"),
+        (["seed=-1"], "seed=-1 must be >= 0"),
+        (["generator.num_inference_steps=0"], "generator.num_inference_steps=0 must be >= 1"),
+        (["generator.images_per_category=0"], "generator.images_per_category=0 must be >= 1"),
+        (["train_data=fake"], "train_data='fake' must be one of real, synthetic, both"),
+        (["generator.dtype=fp8"], "generator.dtype='fp8' must be one of fp32, fp16, bf16"),
+        (["generator.scheduler=fast"], "generator.scheduler='fast' must be one of default, pndm"),
+        (["generator.decode=tiles"], "generator.decode='tiles' must be one of canvas, regions"),
+        (["generator.mask.refine=blur"], "generator.mask.refine='blur' must be one of bilateral, fgs"),
+        (
+            ["generator.mask.area_reference=canvas"],
+            "generator.mask.area_reference='canvas' must be one of nominal, region",
+        ),
+        (["augmenter=cut_paste", "augmenter.scale=[0.5,0.1]"], "augmenter.scale=[0.5, 0.1] must be a pair"),
+        (
+            ["augmenter=cut_paste", "augmenter.background=sky"],
+            "augmenter.background='sky' must be one of image, uniform",
+        ),
+        (["augmenter=cut_paste", "augmenter.images_per_category=0"], "augmenter.images_per_category=0 must be >= 1"),
+        (["augmenter=cut_paste", "augmenter.flip=1.5"], "augmenter.flip=1.5 must be a probability"),
+    ],
+)
 def test_bad_values_are_one_line_errors_naming_the_key(overrides, msg):
     """Values a new user may try (stages=[generate] generator/model=tiny_random): each fails before any stage runs,
     with one line that names the key and what it allows (the CLI prints it as `error: ...` and exits 2)."""
@@ -120,11 +137,22 @@ def test_bad_values_are_one_line_errors_naming_the_key(overrides, msg):
     assert str(e.value).startswith(msg) and "\n" not in str(e.value), str(e.value)
 
 
-@pytest.mark.parametrize("overrides", [[], ["experiment=smoke"], ["experiment=lvis_mosaicfusion"],
-                                       ["augmenter=cut_paste"], ["trainer.devices=-1"], ["trainer.devices=[0,1]"],
-                                       ["trainer.devices=auto"], ["generator.mask.threshold=0.4"],
-                                       ["generator/model=sd14"], ["augmenter=mosaicfusion_copy_paste"],
-                                       ["+trainer.gradient_clip_val=1.0"]])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["experiment=smoke"],
+        ["experiment=lvis_mosaicfusion"],
+        ["augmenter=cut_paste"],
+        ["trainer.devices=-1"],
+        ["trainer.devices=[0,1]"],
+        ["trainer.devices=auto"],
+        ["generator.mask.threshold=0.4"],
+        ["generator/model=sd14"],
+        ["augmenter=mosaicfusion_copy_paste"],
+        ["+trainer.gradient_clip_val=1.0"],
+    ],
+)
 def test_good_configs_validate(overrides):
     from mfexp.config import validate
 

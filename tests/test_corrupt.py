@@ -1,4 +1,5 @@
 """Positive controls (mfexp.corrupt) and the generate stage's reuse + corruption (mfexp.run.generate)."""
+
 import json
 
 import numpy as np
@@ -20,10 +21,11 @@ def tiny_set(n_images=6, per_image=4, size=32):
         images.append(img)
         for k in range(per_image):
             m = np.zeros((size, size), bool)
-            m[4 + k * 6:8 + k * 6, 10:20] = True
+            m[4 + k * 6 : 8 + k * 6, 10:20] = True
             anns.append(mask_annotation(m, 1000 * i + k, 100 + i, cats[(i + k) % 8]["id"]))
-        images[-1]["neg_category_ids"] = [c for c in images[-1]["neg_category_ids"]
-                                          if c not in {a["category_id"] for a in anns[-per_image:]}]
+        images[-1]["neg_category_ids"] = [
+            c for c in images[-1]["neg_category_ids"] if c not in {a["category_id"] for a in anns[-per_image:]}
+        ]
     return lvis_file(images, anns, cats)
 
 
@@ -32,7 +34,7 @@ def test_relabel_changes_exactly_the_share_to_other_ids():
     labels = [1, 2, 3, 4] * 25
     new = relabel([1, 2, 3, 4, 5], labels, 0.5, rng)
     changed = [i for i, (a, b) in enumerate(zip(labels, new)) if a != b]
-    assert len(changed) == 50                      # every hit instance gets a *different* id
+    assert len(changed) == 50  # every hit instance gets a *different* id
     assert set(new) <= {1, 2, 3, 4, 5}
     assert relabel([1, 2], labels, 0.0, rng) == labels
 
@@ -40,7 +42,7 @@ def test_relabel_changes_exactly_the_share_to_other_ids():
 def test_degrade_mask_box_and_dilate():
     m = np.zeros((20, 20), bool)
     m[5, 5:12] = True
-    m[5:15, 8] = True                              # a T shape
+    m[5:15, 8] = True  # a T shape
     box = degrade_mask(m, "box")
     assert box.sum() == 10 * 7 and box[5:15, 5:12].all()
     grown = degrade_mask(m, "dilate", 2)
@@ -61,7 +63,7 @@ def test_corrupt_lvis_is_seeded_and_keeps_the_rest():
     for ann in a["annotations"]:
         mask = decode_rle(ann["segmentation"])
         x, y, w, h = ann["bbox"]
-        assert mask.sum() == ann["area"] == w * h   # a box mask fills its bbox
+        assert mask.sum() == ann["area"] == w * h  # a box mask fills its bbox
         img = next(i for i in a["images"] if i["id"] == ann["image_id"])
         assert ann["category_id"] not in img["neg_category_ids"]
     assert a["info"]["corrupt"]["labels"] == 0.5
@@ -84,20 +86,25 @@ def test_generate_reuses_a_set_and_corrupts_the_copy(tmp_path):
     source = tmp_path / "clean_run"
     data = tiny_set()
     write_synthetic(source, data)
-    cfg = OmegaConf.create({"seed": 0, "augmenter": {"name": "mosaicfusion", "_target_": "not.called"},
-                            "generate": {"reuse": str(source)},
-                            "generator": {"corrupt": {"labels": 0.5, "masks": "none", "dilate_px": 3}}})
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "augmenter": {"name": "mosaicfusion", "_target_": "not.called"},
+            "generate": {"reuse": str(source)},
+            "generator": {"corrupt": {"labels": 0.5, "masks": "none", "dilate_px": 3}},
+        }
+    )
     run = tmp_path / "control"
     result = generate(cfg, run)
     assert result["corrupt"]["relabelled"] == 12 and result["kept"] == 6
     fed = json.loads((run / "synthetic" / "annotations.json").read_text())
     clean = json.loads((run / "synthetic" / "annotations_clean.json").read_text())
-    assert clean == data                                 # the source is copied untouched ...
+    assert clean == data  # the source is copied untouched ...
     assert json.loads((source / "synthetic" / "annotations.json").read_text()) == data
     changed = sum(x["category_id"] != y["category_id"] for x, y in zip(fed["annotations"], clean["annotations"]))
-    assert changed == 12                                 # ... and the run's own copy is corrupted once
+    assert changed == 12  # ... and the run's own copy is corrupted once
     assert (run / "synthetic" / "gallery.jpg").is_file()
-    generate(cfg, run)                                   # re-running corrupts the clean set again, not twice
+    generate(cfg, run)  # re-running corrupts the clean set again, not twice
     again = json.loads((run / "synthetic" / "annotations.json").read_text())
     assert again["annotations"] == fed["annotations"]
     # reusing the control run gives its clean set, not the corrupted one
@@ -107,15 +114,27 @@ def test_generate_reuses_a_set_and_corrupts_the_copy(tmp_path):
 
 
 def test_reuse_of_a_folder_without_a_set_fails_clearly(tmp_path):
-    cfg = OmegaConf.create({"seed": 0, "augmenter": {"name": "none", "_target_": "x"},
-                            "generate": {"reuse": str(tmp_path / "nothing")}, "generator": {"corrupt": None}})
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "augmenter": {"name": "none", "_target_": "x"},
+            "generate": {"reuse": str(tmp_path / "nothing")},
+            "generator": {"corrupt": None},
+        }
+    )
     with pytest.raises(FileNotFoundError, match="generate.reuse"):
         generate(cfg, tmp_path / "run")
 
 
 def test_corruption_without_a_synthetic_set_fails_clearly(tmp_path):
-    cfg = OmegaConf.create({"seed": 0, "augmenter": {"name": "none", "_target_": "mfexp.augmenters.none.no_augmentation"},
-                            "generate": {"reuse": None}, "generator": {"corrupt": {"labels": 0.5}}})
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "augmenter": {"name": "none", "_target_": "mfexp.augmenters.none.no_augmentation"},
+            "generate": {"reuse": None},
+            "generator": {"corrupt": {"labels": 0.5}},
+        }
+    )
     with pytest.raises(ValueError, match="made none"):
         generate(cfg, tmp_path / "run")
 
@@ -124,8 +143,12 @@ def test_corruption_without_a_synthetic_set_fails_clearly(tmp_path):
 def test_control_sweep_settings_compose_to_the_documented_corruptions():
     from helpers import compose
 
-    want = {"clean": (0.0, "none"), "labels50": (0.5, "none"), "masks_box": (0.0, "box"),
-            "masks_dilate": (0.0, "dilate")}
+    want = {
+        "clean": (0.0, "none"),
+        "labels50": (0.5, "none"),
+        "masks_box": (0.0, "box"),
+        "masks_dilate": (0.0, "dilate"),
+    }
     for name, (labels, masks) in want.items():
         cfg = compose(["+sweep=controls", f"+control={name}", "seed=1"])
         assert (cfg.generator.corrupt.labels, cfg.generator.corrupt.masks) == (labels, masks)
@@ -156,8 +179,11 @@ def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
 
     for s in range(3):
         run(f"clean{s}", [f"seed={s}"], 0.2 + 0.01 * s)
-        run(f"ctl{s}", [f"seed={s}", "generator.corrupt.labels=0.5", f"generate.reuse=/x/runs/seed={s}"],
-            0.15 + 0.01 * s)
+        run(
+            f"ctl{s}",
+            [f"seed={s}", "generator.corrupt.labels=0.5", f"generate.reuse=/x/runs/seed={s}"],
+            0.15 + 0.01 * s,
+        )
     out = report(tmp_path, tmp_path / "rep", baseline="generator.corrupt.labels=0.0")
     assert out["swept"] == ["generator.corrupt.labels"]
     rows = {str(r["generator.corrupt.labels"]): r for r in out["rows"]}
@@ -167,9 +193,8 @@ def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
 
 
 def test_reuse_path_is_not_part_of_the_run_folder_name():
-    from omegaconf import OmegaConf
-
     from helpers import compose
+    from omegaconf import OmegaConf
 
     cfg = compose(["+control=labels50", "generate.reuse='outputs/runs/seed=0'", "seed=0"])
     assert cfg.generate.reuse == "outputs/runs/seed=0"

@@ -1,25 +1,28 @@
 """augmenter=cut_paste (Cut-and-Paste, Dwibedi et al. 2017): the pure paste functions and the synthetic set they
 write."""
+
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from helpers import compose
 from omegaconf import OmegaConf
 
-from helpers import compose
-
 CATEGORIES = [  # id, name, frequency; category 4 is rare and has no instance
-    {"id": 1, "name": "red_box", "frequency": "r"}, {"id": 2, "name": "green_disc", "frequency": "c"},
-    {"id": 3, "name": "blue_box", "frequency": "f"}, {"id": 4, "name": "ghost", "frequency": "r"}]
+    {"id": 1, "name": "red_box", "frequency": "r"},
+    {"id": 2, "name": "green_disc", "frequency": "c"},
+    {"id": 3, "name": "blue_box", "frequency": "f"},
+    {"id": 4, "name": "ghost", "frequency": "r"},
+]
 COLOURS = {1: (220, 30, 30), 2: (30, 200, 30), 3: (30, 30, 220)}
 
 
 def shape_mask(kind: str, y: int, x: int, size: int, s: int = 64) -> np.ndarray:
     m = np.zeros((s, s), np.uint8)
     if kind == "box":
-        m[y:y + size, x:x + size] = 1
+        m[y : y + size, x : x + size] = 1
     else:
         cv2.circle(m, (x + size // 2, y + size // 2), size // 2, 1, -1)
     return m.astype(bool)
@@ -31,8 +34,14 @@ def make_fixture(root: Path) -> dict:
 
     images_dir = root / "train"
     images_dir.mkdir(parents=True)
-    layout = [[(1, 4, 4, 20), (2, 30, 34, 24)], [(3, 10, 10, 30)], [(1, 36, 8, 22), (3, 4, 36, 20)],
-              [(2, 8, 8, 28), (3, 40, 40, 18)], [(2, 20, 20, 30)], [(3, 2, 2, 16), (1, 40, 30, 20)]]
+    layout = [
+        [(1, 4, 4, 20), (2, 30, 34, 24)],
+        [(3, 10, 10, 30)],
+        [(1, 36, 8, 22), (3, 4, 36, 20)],
+        [(2, 8, 8, 28), (3, 40, 40, 18)],
+        [(2, 20, 20, 30)],
+        [(3, 2, 2, 16), (1, 40, 30, 20)],
+    ]
     images, anns = [], []
     rng = np.random.default_rng(0)
     for i, objs in enumerate(layout, start=1):
@@ -41,7 +50,7 @@ def make_fixture(root: Path) -> dict:
             m = shape_mask("disc" if cat == 2 else "box", y, x, size)
             rgb[m] = COLOURS[cat]
             ann = mask_annotation(m, len(anns) + 1, i, cat)
-            if i == 2:   # a polygon segmentation, as real LVIS files have
+            if i == 2:  # a polygon segmentation, as real LVIS files have
                 ann["segmentation"] = [[x, y, x + size, y, x + size, y + size, x, y + size]]
             anns.append(ann)
         name = f"{i:012d}.png"
@@ -49,8 +58,12 @@ def make_fixture(root: Path) -> dict:
         images.append(image_record(i, name, 64, 64, split="train"))
     train_json = root / "train.json"
     train_json.write_text(json.dumps(lvis_file(images, anns, CATEGORIES)))
-    return {"train_json": str(train_json), "train_images": str(images_dir), "val_json": str(train_json),
-            "val_images": str(images_dir)}
+    return {
+        "train_json": str(train_json),
+        "train_images": str(images_dir),
+        "val_json": str(train_json),
+        "val_images": str(images_dir),
+    }
 
 
 @pytest.fixture
@@ -58,8 +71,13 @@ def fixture_files(tmp_path):
     return make_fixture(tmp_path / "data")
 
 
-CP = ["augmenter=cut_paste", "logger=none", "augmenter.images_per_category=3", "augmenter.objects_per_image=2",
-      "augmenter.min_source_area=50"]
+CP = [
+    "augmenter=cut_paste",
+    "logger=none",
+    "augmenter.images_per_category=3",
+    "augmenter.objects_per_image=2",
+    "augmenter.min_source_area=50",
+]
 
 
 def run_cut_paste(monkeypatch, files, run_dir, overrides=()):
@@ -103,7 +121,7 @@ def test_paste_instance_occludes_and_mask_is_the_alpha_support():
     expected[4:12, 4:12] = True
     assert (pasted == expected).all() and (after == (below & ~expected)).all()
     assert (out[expected] == 250).all() and (out[~expected] == 100).all()
-    assert (image == 100).all() and below.sum() == 256           # inputs unchanged
+    assert (image == 100).all() and below.sum() == 256  # inputs unchanged
     # blended paste: mask = alpha >= 0.5; pixels change only where alpha > 0; the masks stay disjoint
     out, pasted, (after,) = paste_instance(image, [below], obj_rgb, obj_mask, (4, 4), blur_sigma=1.5)
     placed = np.zeros((32, 32), bool)
@@ -124,8 +142,13 @@ def test_compose_drops_fully_occluded_instances():
     small[14:18, 14:18] = True
     big = np.full((32, 32, 3), 200, np.uint8)
     opts = cut_paste_options(scale=[1.0, 1.0], flip=0.0, blur_sigma=0.0, min_visible_area=1)
-    image, kept, counts = compose_cut_paste(np.zeros((32, 32, 3), np.uint8), [Instance(small, 7, False)],
-                                            [(big, np.ones((32, 32), bool), 1)], np.random.default_rng(0), opts)
+    image, kept, counts = compose_cut_paste(
+        np.zeros((32, 32, 3), np.uint8),
+        [Instance(small, 7, False)],
+        [(big, np.ones((32, 32), bool), 1)],
+        np.random.default_rng(0),
+        opts,
+    )
     assert counts == {"pasted": 1, "dropped": 1} and [(k.category_id, k.pasted) for k in kept] == [(1, True)]
     assert (image == 200).all()
 
@@ -158,11 +181,12 @@ def test_cut_paste_output_is_valid_lvis_and_coco(tmp_path, monkeypatch, fixture_
         assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
         assert (coco.annToMask(coco.anns[a["id"]]).astype(bool) == m).all()
         by_image.setdefault(a["image_id"], []).append(m)
-    for masks in by_image.values():   # pasted objects occlude: no pixel belongs to two instances
+    for masks in by_image.values():  # pasted objects occlude: no pixel belongs to two instances
         assert (np.sum(masks, axis=0) <= 1).all()
     # each image has its main (rare) object pasted on top of a real background with its remaining instances
-    assert all(any(a["category_id"] == 1 for a in data["annotations"] if a["image_id"] == img["id"])
-               for img in data["images"])
+    assert all(
+        any(a["category_id"] == 1 for a in data["annotations"] if a["image_id"] == img["id"]) for img in data["images"]
+    )
     assert summary["pasted"] >= 3 and summary["instances"] > summary["pasted"]
     assert cv2.imread(str(out / "gallery.jpg")) is not None
 
@@ -181,7 +205,7 @@ def test_real_instances_under_pastes_shrink(fixture_files):
         image, kept, counts = make_image(plan, rng, data, opts)
         pasted = [k.mask for k in kept if k.pasted]
         for k in (k for k in kept if not k.pasted):
-            (orig,) = [o for o in originals if (k.mask <= o).all()]   # a part of exactly one original instance
+            (orig,) = [o for o in originals if (k.mask <= o).all()]  # a part of exactly one original instance
             shrunk += int(k.mask.sum() < orig.sum())
             assert not any((k.mask & p).any() for p in pasted)
         assert counts["pasted"] >= len(pasted) >= 1
@@ -192,17 +216,21 @@ def test_cut_paste_is_deterministic_and_seeded(tmp_path, monkeypatch, fixture_fi
     run_cut_paste(monkeypatch, fixture_files, tmp_path / "a")
     run_cut_paste(monkeypatch, fixture_files, tmp_path / "b")
     run_cut_paste(monkeypatch, fixture_files, tmp_path / "c", ["seed=5"])
-    files = lambda d: {p.relative_to(d / "synthetic"): p.read_bytes() for p in sorted((d / "synthetic").rglob("*"))
-                           if p.is_file()}
+    files = lambda d: {
+        p.relative_to(d / "synthetic"): p.read_bytes() for p in sorted((d / "synthetic").rglob("*")) if p.is_file()
+    }
     a, b, c = files(tmp_path / "a"), files(tmp_path / "b"), files(tmp_path / "c")
     assert a == b
     assert a[Path("annotations.json")] != c[Path("annotations.json")]
 
 
-@pytest.mark.parametrize("extra, msg", [   # options the config can check: tests/test_config.py
-    (["augmenter.min_source_area=100000"], "no instance"),
-    (["augmenter.main_frequency=[x]"], "main_frequency"),
-])
+@pytest.mark.parametrize(
+    "extra, msg",
+    [  # options the config can check: tests/test_config.py
+        (["augmenter.min_source_area=100000"], "no instance"),
+        (["augmenter.main_frequency=[x]"], "main_frequency"),
+    ],
+)
 def test_bad_options_are_one_line_errors(tmp_path, monkeypatch, fixture_files, extra, msg):
     with pytest.raises(ValueError, match=msg) as e:
         run_cut_paste(monkeypatch, fixture_files, tmp_path / "run", extra)

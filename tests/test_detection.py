@@ -1,4 +1,5 @@
 """Detection stages: LVIS metrics vs lvis-api, train/evaluate of the toy detector, resume, synthetic merge, errors."""
+
 import copy
 import json
 import shutil
@@ -7,16 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from helpers import compose
 from fixtures_detection import make_lvis_fixture
+from helpers import compose
+
 from mfexp.compat import patch_lvis
 from mfexp.detection import stages
-from mfexp.lvis import read_lvis_json
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids
+from mfexp.lvis import read_lvis_json
 
-TINY = ["logger=none", "trainer.enable_progress_bar=false", "detector.max_iters=2",
-        "detector.batch_size=2", "detector.eval_batch_size=2", "detector.checkpoint_every=1", "detector.vis_images=2"]
+TINY = [
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "detector.max_iters=2",
+    "detector.batch_size=2",
+    "detector.eval_batch_size=2",
+    "detector.checkpoint_every=1",
+    "detector.vis_images=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +35,11 @@ def fixture_files(tmp_path_factory):
 @pytest.fixture
 def use_files(monkeypatch):
     """Point the stages at a given fixture instead of ``mfexp.data.prepare_dataset``."""
+
     def use(files):
         monkeypatch.setattr(stages, "dataset_files", lambda cfg: files)
         return files
+
     return use
 
 
@@ -55,13 +65,21 @@ def crafted_predictions(gt: dict, seed: int = 0) -> list[dict]:
             seg = a["segmentation"]
             if kind == "shifted":
                 from pycocotools import mask as mu
+
                 m = np.roll(mu.decode(seg), shift=int(rng.integers(2, 6)), axis=1)
                 seg = mu.encode(np.asfortranarray(m))
                 seg["counts"] = seg["counts"].decode()
                 x += 3
             cat = a["category_id"] if kind != "wrong_class" else a["category_id"] % len(gt["categories"]) + 1
-            preds.append(dict(image_id=a["image_id"], category_id=cat, bbox=[x, y, w, h], segmentation=seg,
-                              score=float(rng.uniform(0.05, 1.0))))
+            preds.append(
+                dict(
+                    image_id=a["image_id"],
+                    category_id=cat,
+                    bbox=[x, y, w, h],
+                    segmentation=seg,
+                    score=float(rng.uniform(0.05, 1.0)),
+                )
+            )
     return preds
 
 
@@ -86,19 +104,19 @@ def test_lvis_metrics_equal_lvis_api(fixture_files):
         ev = LVISEval(lvis_gt, LVISResults(lvis_gt, copy.deepcopy(dets)), iou_type)
         ev.run()
         for k, v in ev.get_results().items():
-            assert ours[prefix + k] == (None if v < 0 else pytest.approx(v, abs=1e-12)), (prefix + k)
+            assert ours[prefix + k] == (None if v < 0 else pytest.approx(v, abs=1e-12)), prefix + k
         ev_novel = LVISEval(lvis_gt, LVISResults(lvis_gt, copy.deepcopy(dets)), iou_type)
         ev_novel.params.cat_ids = novel
         ev_novel.run()
         assert ours[prefix + "AP_novel"] == pytest.approx(ev_novel.get_results()["AP"], abs=1e-12)
-        for row in per_category:                     # per-category AP = lvis-api restricted to that category
+        for row in per_category:  # per-category AP = lvis-api restricted to that category
             if row["category_id"] in present:
                 ev_one = LVISEval(lvis_gt, LVISResults(lvis_gt, copy.deepcopy(dets)), iou_type)
                 ev_one.params.cat_ids = [row["category_id"]]
                 ev_one.run()
                 assert row[prefix + "AP"] == pytest.approx(ev_one.get_results()["AP"], abs=1e-12)
             else:
-                assert row[prefix + "AP"] is None    # no ground truth in val
+                assert row[prefix + "AP"] is None  # no ground truth in val
     assert 0 < ours["AP"] < 1 and 0 < ours["bbox_AP"] < 1
 
 
@@ -133,10 +151,11 @@ def test_train_then_evaluate_toy_detector(tmp_path, fixture_files, use_files):
     assert set(p["segmentation"]) == {"size", "counts"} and 0 <= p["score"] <= 1
     assert (run_dir / "evaluate" / "predictions.jpg").stat().st_size > 0
     import csv
+
     with open(run_dir / "evaluate" / "per_category.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["category_id"]) for r in rows] == [1, 2, 3, 4]
-    scored = [float(r["AP"]) for r in rows if r["AP"] != ""]       # categories with val ground truth
+    scored = [float(r["AP"]) for r in rows if r["AP"] != ""]  # categories with val ground truth
     assert scored and sum(scored) / len(scored) == pytest.approx(metrics["AP"] or 0.0, abs=1e-9)
     assert [r["novel"] for r in rows].count("True") == 1
     assert (run_dir / "evaluate" / "per_category_ap.png").stat().st_size > 1000
@@ -169,8 +188,9 @@ def test_resume_continues_step_count(tmp_path, fixture_files, use_files, monkeyp
     assert torch.load(last, weights_only=False)["global_step"] == 2
 
     calls.clear()
-    monkeypatch.setattr(DetectorModule, "training_step",
-                        lambda self, b, i: calls.append(self.global_step) or step(self, b, i))
+    monkeypatch.setattr(
+        DetectorModule, "training_step", lambda self, b, i: calls.append(self.global_step) or step(self, b, i)
+    )
     assert stages.train(cfg, tmp_path)["steps"] == 4
     assert calls == [2, 3]  # resumed: only steps 3 and 4 ran
     assert torch.load(last, weights_only=False)["global_step"] == 4
@@ -205,7 +225,7 @@ def test_sampler_reshuffles_each_epoch_and_shards_by_rank(fixture_files, monkeyp
 
     epochs = {}
     for rank in (0, 1):
-        monkeypatch.setattr(mm_sampler, "get_dist_info", lambda: (rank, 2))
+        monkeypatch.setattr(mm_sampler, "get_dist_info", lambda: (rank, 2))  # noqa: B023  (called at once)
         module, _ = stages.build_detector(compose(TINY), fixture_files, world_size=2)
         loader = module.train_dataloader()
         for epoch in range(3):
@@ -271,8 +291,9 @@ def test_paper_detector_config():
     assert cfg.dataset.name == "lvis_v1" and cfg.generator.num_objects == 4
     assert cfg.generator.images_per_category == 25 and cfg.generator.model.path == "CompVis/stable-diffusion-v1-4"
     files = dict(train_json="t.json", train_images="img", val_json="v.json", val_images="img")
-    mm = detector_config(cfg.detector, files, tuple(f"c{i}" for i in range(1203)), world_size=8,
-                         train_size=160_000)   # 12 epochs of 10,000 iterations (tests/test_recipe.py: the zoo's)
+    mm = detector_config(
+        cfg.detector, files, tuple(f"c{i}" for i in range(1203)), world_size=8, train_size=160_000
+    )  # 12 epochs of 10,000 iterations (tests/test_recipe.py: the zoo's)
     assert mm.model.roi_head.bbox_head.num_classes == 1203 == mm.model.roi_head.mask_head.num_classes
     assert mm.model.test_cfg.rcnn.max_per_img == 300 and mm.model.test_cfg.rcnn.score_thr == 1e-4
     assert mm.train_dataloader.dataset.oversample_thr == 1e-3 and mm.train_dataloader.batch_size == 2
@@ -284,12 +305,22 @@ def test_paper_detector_config():
 @pytest.mark.slow
 def test_lvis_experiment_one_iteration_1203_classes(tmp_path, use_files):
     """The paper's detector (R50-FPN, 1203-class head, LVIS pipeline) trains one step and evaluates on a fixture."""
-    files = use_files(make_lvis_fixture(tmp_path / "lvis", num_train=2, num_val=1, num_categories=1203,
-                                        with_file_name=False))
-    cfg = compose(["experiment=lvis_mosaicfusion", "detector.pretrained=null", "detector.epochs=null",
-                   "detector.max_iters=1",
-                   "detector.batch_size=1", "detector.num_workers=0", "detector.vis_images=1",
-                   "logger=none", "trainer.enable_progress_bar=false"])
+    files = use_files(
+        make_lvis_fixture(tmp_path / "lvis", num_train=2, num_val=1, num_categories=1203, with_file_name=False)
+    )
+    cfg = compose(
+        [
+            "experiment=lvis_mosaicfusion",
+            "detector.pretrained=null",
+            "detector.epochs=null",
+            "detector.max_iters=1",
+            "detector.batch_size=1",
+            "detector.num_workers=0",
+            "detector.vis_images=1",
+            "logger=none",
+            "trainer.enable_progress_bar=false",
+        ]
+    )
     assert stages.train(cfg, tmp_path / "run")["steps"] == 1
     metrics = stages.evaluate(cfg, tmp_path / "run")
     assert metrics["detector"] == "mask_rcnn_r50_fpn_lvis" and metrics["num_val_images"] == 1
@@ -326,8 +357,9 @@ def test_kill_9_then_rerun_resumes(tmp_path, fixture_files, use_files, monkeypat
     use_files(fixture_files)
     overrides = TINY + ["detector.max_iters=1000", "detector.checkpoint_every=2"]
     files = {k: v for k, v in fixture_files.items() if k != "novel_ids"}
-    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), files=json.dumps(files), overrides=overrides,
-                                run_dir=str(tmp_path))
+    script = KILL_SCRIPT.format(
+        tests=str(Path(__file__).parent), files=json.dumps(files), overrides=overrides, run_dir=str(tmp_path)
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "train" / "checkpoints" / "last.ckpt"
     try:

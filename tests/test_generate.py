@@ -1,4 +1,5 @@
 """The MosaicFusion generate stage end to end on the tiny random pipeline."""
+
 import json
 import os
 import subprocess
@@ -9,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, compose
 from pycocotools.coco import COCO
 
-from helpers import ROOT, compose
 from mfexp.augmenters import mosaicfusion as mf_augmenter
 from mfexp.fileio import encode_jpeg, read_rgb
 from mfexp.lvis import decode_rle, load_categories, select_categories
@@ -20,10 +21,18 @@ from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
 
 
 def overrides(categories_file, *extra):
-    return ["generator/model=tiny_random", f"generator.categories={categories_file}",
-            "generator.images_per_category=3", "generator.num_objects=2", "generator.mask.min_area=0.02",
-            "logger=none", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "stages=[generate]",
-            *extra]
+    return [
+        "generator/model=tiny_random",
+        f"generator.categories={categories_file}",
+        "generator.images_per_category=3",
+        "generator.num_objects=2",
+        "generator.mask.min_area=0.02",
+        "logger=none",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "stages=[generate]",
+        *extra,
+    ]
 
 
 def read_outputs(out: Path):
@@ -42,6 +51,7 @@ def generated(tmp_path_factory, categories_file):
 
 def test_annotations_are_valid_lvis_and_coco(generated, categories_file):
     from lvis import LVIS
+
     cfg, run_dir, summary = generated
     out = run_dir / "synthetic"
     lvis = LVIS(str(out / "annotations.json"))
@@ -83,8 +93,12 @@ def test_decoded_masks_equal_the_computed_masks(generated, categories_file):
             assert a["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
             assert a["area"] == m.sum()
         saved = read_rgb(run_dir / "synthetic" / "images" / f"{res.plan.index:07d}.jpg")
-        assert np.array_equal(saved, cv2.cvtColor(cv2.imdecode(np.frombuffer(encode_jpeg(res.image, 95), np.uint8),
-                                                              cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        assert np.array_equal(
+            saved,
+            cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(encode_jpeg(res.image, 95), np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+            ),
+        )
 
 
 def test_resume_after_a_crash_loses_and_duplicates_nothing(generated, tmp_path, monkeypatch, categories_file):
@@ -123,30 +137,35 @@ def test_changed_config_refuses_to_mix(generated):
 
 def run_cli(args, tmp_path, timeout=600):
     env = dict(os.environ, MFEXP_OUTPUTS=str(tmp_path), PYTHONPATH=str(ROOT), WANDB_MODE="disabled")
-    return subprocess.run([sys.executable, "-m", "mfexp", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mfexp", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_one_and_two_processes_give_identical_files(tmp_path, categories_file):
     one = run_cli(overrides(categories_file, "hydra.run.dir=one"), tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = run_cli(overrides(categories_file, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"),
-                  tmp_path)
+    two = run_cli(
+        overrides(categories_file, "hydra.run.dir=two", "trainer.devices=2", "trainer.strategy=ddp"), tmp_path
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = read_outputs(tmp_path / "one" / "synthetic"), read_outputs(tmp_path / "two" / "synthetic")
     assert a == b and len(a[1]) > 0
 
 
-@pytest.mark.parametrize("extra,msg", [
-    (["generator.num_objects=0"], "num_objects"),
-    (["generator.region_size=[31,32]"], "not divisible"),
-    (["generator.main_frequency=[x]"], "unknown frequency"),
-    (["generator.attention.blocks=[left]"], "unknown block"),
-    (["generator/model=sd14", "generator.model.path=not/a/model"], "hub downloads are off"),
-    (["generator.categories=/nonexistent.json"], "not found"),
-    (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),   # the config's checks: test_config.py
-    (["generator.dtype=fp16"], "generator.dtype=fp16 needs a GPU"),            # trainer.accelerator=cpu
-])
+@pytest.mark.parametrize(
+    "extra,msg",
+    [
+        (["generator.num_objects=0"], "num_objects"),
+        (["generator.region_size=[31,32]"], "not divisible"),
+        (["generator.main_frequency=[x]"], "unknown frequency"),
+        (["generator.attention.blocks=[left]"], "unknown block"),
+        (["generator/model=sd14", "generator.model.path=not/a/model"], "hub downloads are off"),
+        (["generator.categories=/nonexistent.json"], "not found"),
+        (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),  # the config's checks: test_config.py
+        (["generator.dtype=fp16"], "generator.dtype=fp16 needs a GPU"),  # trainer.accelerator=cpu
+    ],
+)
 def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, categories_file, extra, msg):
     res = run_cli(overrides(categories_file, "hydra.run.dir=bad", *extra), tmp_path)
     assert res.returncode == 2, res.stderr[-2000:]
@@ -160,8 +179,10 @@ def test_unknown_config_key_is_refused(tmp_path, categories_file):
     assert res.returncode != 0 and "no_such_key" in res.stderr
 
 
-@pytest.mark.parametrize("extra,dtype", [([], torch.float32), (["generator.dtype=bf16"], torch.bfloat16),
-                                        (["generator.model.dtype=bf16"], torch.bfloat16)])
+@pytest.mark.parametrize(
+    "extra,dtype",
+    [([], torch.float32), (["generator.dtype=bf16"], torch.bfloat16), (["generator.model.dtype=bf16"], torch.bfloat16)],
+)
 def test_generator_dtype_is_the_pipelines(categories_file, extra, dtype):
     """generator.dtype (by default the model's) sets the weights' dtype, and a mosaic diffuses in it."""
     cfg = compose(overrides(categories_file, *extra))
@@ -170,8 +191,11 @@ def test_generator_dtype_is_the_pipelines(categories_file, extra, dtype):
     gen = MosaicFusionGenerator(pipe, cfg.generator)
     cats = load_categories(categories_file)
     (result,) = gen([gen.plan(0, select_categories(cats, ["r"], "main"), cats, 0)])
-    assert result.image.dtype == np.uint8 and result.image.shape == (result.plan.layout.height,
-                                                                    result.plan.layout.width, 3)
+    assert result.image.dtype == np.uint8 and result.image.shape == (
+        result.plan.layout.height,
+        result.plan.layout.width,
+        3,
+    )
 
 
 def _decode_generator(tiny_pipe, mode, n=4):
@@ -182,9 +206,11 @@ def _decode_generator(tiny_pipe, mode, n=4):
 
 def _layout_and_latent(gen, seed=3):
     from mfexp.mosaicfusion.layout import mosaic_layout
+
     g = gen.cfg
-    layout = mosaic_layout(int(g.num_objects), g.region_size, g.overlap, g.jitter, gen.stride,
-                           np.random.default_rng(seed))
+    layout = mosaic_layout(
+        int(g.num_objects), g.region_size, g.overlap, g.jitter, gen.stride, np.random.default_rng(seed)
+    )
     s = gen.stride
     latent = torch.randn((1, 4, layout.height // s, layout.width // s), generator=torch.Generator().manual_seed(seed))
     return layout, latent
@@ -194,7 +220,7 @@ def _exclusive(layout, r):
     """Pixels of region r that no other region covers."""
     cover = np.zeros((len(layout.regions), layout.height, layout.width), bool)
     for k, reg in enumerate(layout.regions):
-        cover[k, reg.top:reg.bottom, reg.left:reg.right] = True
+        cover[k, reg.top : reg.bottom, reg.left : reg.right] = True
     return cover[r] & (cover.sum(0) == 1)
 
 
@@ -222,16 +248,16 @@ def test_decode_by_regions_decodes_each_region_alone(tiny_pipe):
     for r, reg in enumerate(layout.regions):
         q = reg.latent(s)
         with torch.no_grad():
-            alone = vae.decode(latent[:, :, q.top:q.bottom, q.left:q.right] / vae.config.scaling_factor).sample[0]
+            alone = vae.decode(latent[:, :, q.top : q.bottom, q.left : q.right] / vae.config.scaling_factor).sample[0]
         alone = ((alone.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 0).numpy()
-        own = _exclusive(layout, r)[reg.top:reg.bottom, reg.left:reg.right]
-        got = image[reg.top:reg.bottom, reg.left:reg.right].astype(np.float32)
+        own = _exclusive(layout, r)[reg.top : reg.bottom, reg.left : reg.right]
+        got = image[reg.top : reg.bottom, reg.left : reg.right].astype(np.float32)
         assert own.any() and np.abs(got[own] - alone[own]).max() <= 1
     # change region 3's latent outside region 0: region 0's own pixels stay with regions, move with the canvas
     changed = latent.clone()
     q0, q3 = layout.regions[0].latent(s), layout.regions[3].latent(s)
-    changed[:, :, q0.bottom:q3.bottom, q0.right:q3.right] *= 3.0
-    changed[:, :, q0.bottom:q3.bottom, q0.right:q3.right] += 2.0
+    changed[:, :, q0.bottom : q3.bottom, q0.right : q3.right] *= 3.0
+    changed[:, :, q0.bottom : q3.bottom, q0.right : q3.right] += 2.0
     own0 = _exclusive(layout, 0)
     assert np.array_equal(regions.decode(changed, layout)[own0], image[own0])
     assert not np.array_equal(canvas.decode(changed, layout)[own0], canvas.decode(latent, layout)[own0])

@@ -8,8 +8,9 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
-@pytest.mark.parametrize("n,expected", [(1, {(1, 1)}), (2, {(1, 2), (2, 1)}), (4, {(2, 2)}), (6, {(2, 3)}),
-                                        (9, {(3, 3)})])
+@pytest.mark.parametrize(
+    "n,expected", [(1, {(1, 1)}), (2, {(1, 2), (2, 1)}), (4, {(2, 2)}), (6, {(2, 3)}), (9, {(3, 3)})]
+)
 def test_grid_shapes(n, expected):
     seen = {grid_shape(n, rng(s)) for s in range(20)}
     assert seen == expected
@@ -41,7 +42,7 @@ def test_no_jitter_no_overlap_tiles_exactly():
     cover = np.zeros((lay.height, lay.width), int)
     for r in lay.regions:
         assert (r.height, r.width) == (64, 96)
-        cover[r.top:r.bottom, r.left:r.right] += 1
+        cover[r.top : r.bottom, r.left : r.right] += 1
     assert (cover == 1).all()
 
 
@@ -50,14 +51,17 @@ def test_single_region_is_the_canvas():
     assert len(lay.regions) == 1 and (lay.regions[0].height, lay.regions[0].width) == (384, 512)
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    (dict(num_objects=0), "positive integer"),
-    (dict(region_size=(380, 512)), "not divisible by the VAE stride"),
-    (dict(overlap=(40, 64)), "multiple of 2 x the VAE stride"),
-    (dict(overlap=(384, 64)), "smaller than generator.region_size"),
-    (dict(jitter=(1.2, 0.8)), "jitter"),
-    (dict(num_objects=4, grid=(1, 3)), "does not hold"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        (dict(num_objects=0), "positive integer"),
+        (dict(region_size=(380, 512)), "not divisible by the VAE stride"),
+        (dict(overlap=(40, 64)), "multiple of 2 x the VAE stride"),
+        (dict(overlap=(384, 64)), "smaller than generator.region_size"),
+        (dict(jitter=(1.2, 0.8)), "jitter"),
+        (dict(num_objects=4, grid=(1, 3)), "does not hold"),
+    ],
+)
 def test_bad_layouts_raise(kwargs, msg):
     args = dict(num_objects=4, region_size=(384, 512), overlap=(48, 64), jitter=(0.75, 1.25), stride=8, rng=rng())
     args.update(kwargs)

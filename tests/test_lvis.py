@@ -1,9 +1,18 @@
 """mfexp.lvis: the LVIS format's records, masks, image paths and frequency groups."""
+
 import numpy as np
 import pytest
 
-from mfexp.lvis import (COCO_URL_PREFIX, annotation_mask, decode_rle, image_record, image_relpath, lvis_frequency,
-                        mask_annotation, select_categories)
+from mfexp.lvis import (
+    COCO_URL_PREFIX,
+    annotation_mask,
+    decode_rle,
+    image_record,
+    image_relpath,
+    lvis_frequency,
+    mask_annotation,
+    select_categories,
+)
 
 
 def test_records_and_rle_round_trip():
@@ -21,7 +30,7 @@ def test_every_segmentation_form_gives_the_same_mask():
     mask = np.zeros((8, 8), bool)
     mask[2:6, 1:5] = True
     compressed = mask_annotation(mask, 1, 1, 1)["segmentation"]
-    uncompressed = {"size": [8, 8], "counts": [10, 4, 4, 4, 4, 4, 4, 4, 26]}   # column-major runs, zeros first
+    uncompressed = {"size": [8, 8], "counts": [10, 4, 4, 4, 4, 4, 4, 4, 26]}  # column-major runs, zeros first
     polygon = [[1, 2, 5, 2, 5, 6, 1, 6]]
     assert (annotation_mask(compressed, 8, 8) == mask).all()
     assert (annotation_mask(uncompressed, 8, 8) == mask).all()

@@ -1,17 +1,34 @@
 import numpy as np
 import pytest
+from helpers import compose
 from omegaconf import OmegaConf
 
 from mfexp.mosaicfusion.bilateral import DEFAULTS
-from mfexp.mosaicfusion.masks import (MaskError, aggregate_maps, binarize, expand_to_canvas, reference_area, refine,
-                                      region_mask, single_component)
 from mfexp.mosaicfusion.layout import Region
+from mfexp.mosaicfusion.masks import (
+    MaskError,
+    aggregate_maps,
+    binarize,
+    expand_to_canvas,
+    reference_area,
+    refine,
+    region_mask,
+    single_component,
+)
 
-from helpers import compose
-
-MASK_CFG = OmegaConf.create(dict(threshold="otsu", refine="fgs", refine_lambda=256.0, refine_sigma_color=16.0,
-                                 bilateral=dict(DEFAULTS), min_area=0.05, max_area=0.95, area_reference="region",
-                                 nominal_size=[64, 64]))
+MASK_CFG = OmegaConf.create(
+    dict(
+        threshold="otsu",
+        refine="fgs",
+        refine_lambda=256.0,
+        refine_sigma_color=16.0,
+        bilateral=dict(DEFAULTS),
+        min_area=0.05,
+        max_area=0.95,
+        area_reference="region",
+        nominal_size=[64, 64],
+    )
+)
 
 
 def planted(h, w, box, noise=0.05, seed=0):
@@ -50,8 +67,9 @@ def test_aggregate_normalises_each_resolution():
     assert heat[16, 16] > 0.9 and heat[0, 0] < 0.1
 
 
-@pytest.mark.parametrize("bad,msg", [(np.full((4, 4), np.nan, np.float32), "NaN"),
-                                     (np.zeros((4, 4), np.float32), "all zero")])
+@pytest.mark.parametrize(
+    "bad,msg", [(np.full((4, 4), np.nan, np.float32), "NaN"), (np.zeros((4, 4), np.float32), "all zero")]
+)
 def test_bad_maps_raise_mask_error(bad, msg):
     with pytest.raises(MaskError, match=msg):
         aggregate_maps({8: bad}, 16, 16)
@@ -99,17 +117,20 @@ def blob(h, w, area):
     return m
 
 
-NOMINAL = 384 * 512   # 196,608 px: 5 %-95 % = 9,830.4-186,777.6 px
+NOMINAL = 384 * 512  # 196,608 px: 5 %-95 % = 9,830.4-186,777.6 px
 
 
-@pytest.mark.parametrize("shape,area,nominal_ok,region_ok", [
-    ((288, 384), 9_000, False, True),     # small jittered region: 9,000 px is 8.1 % of it, but < 9,830 px
-    ((500, 520), 9_000, False, False),    # 3.5 % of the region, and < 9,830 px
-    ((500, 520), 12_000, True, False),    # >= 9,830 px, but 4.6 % of a large jittered region
-    ((500, 520), 190_000, False, True),   # 73 % of the region, but > 186,778 px
-    ((384, 512), 9_800, False, False),    # the nominal region itself: both agree
-    ((384, 512), 9_900, True, True),
-])
+@pytest.mark.parametrize(
+    "shape,area,nominal_ok,region_ok",
+    [
+        ((288, 384), 9_000, False, True),  # small jittered region: 9,000 px is 8.1 % of it, but < 9,830 px
+        ((500, 520), 9_000, False, False),  # 3.5 % of the region, and < 9,830 px
+        ((500, 520), 12_000, True, False),  # >= 9,830 px, but 4.6 % of a large jittered region
+        ((500, 520), 190_000, False, True),  # 73 % of the region, but > 186,778 px
+        ((384, 512), 9_800, False, False),  # the nominal region itself: both agree
+        ((384, 512), 9_900, True, True),
+    ],
+)
 def test_area_bounds_nominal_vs_region(shape, area, nominal_ok, region_ok):
     m = blob(*shape, area)
     for reference, ok in ((NOMINAL, nominal_ok), (None, region_ok)):
@@ -145,7 +166,7 @@ def test_area_reference_from_the_mask_config():
 
 def test_configured_mask_settings():
     toy = compose().generator.mask
-    assert toy.refine == "fgs" and reference_area(toy) is None      # the toy default is unchanged
+    assert toy.refine == "fgs" and reference_area(toy) is None  # the toy default is unchanged
     paper = compose(["experiment=lvis_mosaicfusion"]).generator
     assert paper.mask.refine == "bilateral" and paper.mask.area_reference == "nominal"
     assert list(paper.mask.nominal_size) == list(paper.region_size) == [384, 512]

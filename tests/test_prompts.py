@@ -13,7 +13,11 @@ def tok():
 def test_categories_and_groups(categories_file):
     cats = load_categories(categories_file)
     assert [c["name"] for c in select_categories(cats, ["r"], "main_frequency")] == [
-        "apple", "bat_(animal)", "christmas_tree", "red_circle"]
+        "apple",
+        "bat_(animal)",
+        "christmas_tree",
+        "red_circle",
+    ]
     assert len(select_categories(cats, ["r", "c", "f"], "mixed_frequency")) == 8
     with pytest.raises(ValueError, match="selects no category"):
         select_categories([c for c in cats if c["frequency"] != "f"], ["f"], "main_frequency")
@@ -34,8 +38,10 @@ def test_bad_category_files(tmp_path):
 
 def test_prompt_template():
     cat = {"name": "christmas_tree", "def": "an ornamented evergreen"}
-    assert region_prompt("a photo of a single {name}, {def}", cat) == \
-        "a photo of a single christmas tree, an ornamented evergreen"
+    assert (
+        region_prompt("a photo of a single {name}, {def}", cat)
+        == "a photo of a single christmas tree, an ornamented evergreen"
+    )
     assert region_prompt("a photo of a single {name}, {def}", {"name": "dog", "def": ""}) == "a photo of a single dog"
     with pytest.raises(ValueError, match="unknown field"):
         region_prompt("{colour}", cat)
@@ -47,8 +53,10 @@ def test_object_token_is_last_subword_of_name(tok):
     i = object_token_index(tok, prompt, "christmas tree")
     assert ids[i] == tok("tree", add_special_tokens=False).input_ids[-1]
     # the first occurrence, right after "christmas"
-    assert ids[i - len(tok("christmas", add_special_tokens=False).input_ids)] == \
-        tok("christmas", add_special_tokens=False).input_ids[0]
+    assert (
+        ids[i - len(tok("christmas", add_special_tokens=False).input_ids)]
+        == tok("christmas", add_special_tokens=False).input_ids[0]
+    )
     # parenthesised disambiguation: ")" stripped, last token of "animal"
     p = region_prompt("a photo of a single {name}, {def}", {"name": "bat_(animal)", "def": "nocturnal mammal"})
     j = object_token_index(tok, p, display_name({"name": "bat_(animal)"}))

@@ -1,4 +1,5 @@
 """The run folder at run time: failed.json, stop requests, ranks under SLURM, one wandb run per stage, sweeps."""
+
 import json
 import os
 import signal
@@ -9,21 +10,27 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import FIXTURES, ROOT, compose
+
 from mfexp import run
 from mfexp.runpaths import RunPaths
 from mfexp.tracking import run_key, start_tracking
 
-CATEGORIES = FIXTURES / "categories.json"   # 4 rare categories
-GENERATE = ["stages=[generate]", "generator/model=tiny_random", "generator.num_objects=2", "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false"]   # + generator.images_per_category: mosaics per rare category
+CATEGORIES = FIXTURES / "categories.json"  # 4 rare categories
+GENERATE = [
+    "stages=[generate]",
+    "generator/model=tiny_random",
+    "generator.num_objects=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+]  # + generator.images_per_category: mosaics per rare category
 
 
 def cli(args, cwd: Path, timeout=600, **env):
     env = {**os.environ, "MFEXP_OUTPUTS": str(cwd), "PYTHONPATH": str(ROOT), "WANDB_MODE": "disabled", **env}
-    return subprocess.run([sys.executable, "-m", "mfexp", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mfexp", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_a_failing_stage_leaves_failed_json_and_a_later_success_removes_it(tmp_path, monkeypatch):
@@ -33,7 +40,7 @@ def test_a_failing_stage_leaves_failed_json_and_a_later_success_removes_it(tmp_p
     def out_of_memory(cfg, run_dir, tracker):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run, "generate", out_of_memory)   # STAGES names it by its dotted path
+    monkeypatch.setattr(run, "generate", out_of_memory)  # STAGES names it by its dotted path
     with pytest.raises(run.StageFailed, match="stage generate failed: RuntimeError: CUDA out of memory") as info:
         run.run_experiment(cfg, tmp_path)
     assert info.value.path == paths.failed
@@ -48,9 +55,17 @@ def test_a_failing_stage_leaves_failed_json_and_a_later_success_removes_it(tmp_p
 
 
 def test_generate_that_keeps_no_mosaic_fails_with_the_skip_reasons(tmp_path):
-    cfg = compose(GENERATE + [f"generator.categories={CATEGORIES}", "logger=none", "generator.images_per_category=1",
-                              "generator.max_mosaics=2",
-                              "generator.mask.min_area=0.9", "generator.mask.max_area=0.95"])
+    cfg = compose(
+        GENERATE
+        + [
+            f"generator.categories={CATEGORIES}",
+            "logger=none",
+            "generator.images_per_category=1",
+            "generator.max_mosaics=2",
+            "generator.mask.min_area=0.9",
+            "generator.mask.max_area=0.95",
+        ]
+    )
     with pytest.raises(run.StageFailed, match=r"kept 0 of 2 planned images; skip reasons: 1 mask: .*within 90%-95%"):
         run.run_experiment(cfg, tmp_path)
     assert json.loads(RunPaths(tmp_path).failed.read_text())["type"] == "ValueError"
@@ -59,13 +74,18 @@ def test_generate_that_keeps_no_mosaic_fails_with_the_skip_reasons(tmp_path):
 def test_sigterm_during_generate_saves_the_finished_mosaics_and_the_rerun_resumes(tmp_path):
     """Lightning notes SIGTERM but runs its predict loop on: the stage stops after the mosaic in hand, exits
     non-zero, and the same command continues where it stopped."""
-    args = GENERATE + [f"generator.categories={CATEGORIES}", "generator.images_per_category=5", "logger=none",
-                       "hydra.run.dir=run"]
+    args = GENERATE + [
+        f"generator.categories={CATEGORIES}",
+        "generator.images_per_category=5",
+        "logger=none",
+        "hydra.run.dir=run",
+    ]
     env = dict(os.environ, MFEXP_OUTPUTS=str(tmp_path), PYTHONPATH=str(ROOT), WANDB_MODE="disabled")
     parts = tmp_path / "run" / "synthetic" / "parts"
     with open(tmp_path / "first.log", "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mfexp", *args], cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mfexp", *args], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.time() + 300
             while time.time() < deadline and proc.poll() is None and len(list(parts.glob("*.json"))) < 2:
@@ -111,15 +131,15 @@ def wandb_records(offline_run: Path) -> dict[str, list]:
     assert data[:4] == b":W&B"
     records, pos, pending = {}, 7, b""
     while pos + 7 <= len(data):
-        if 32768 - pos % 32768 < 7:     # a block's tail too short for a chunk header is padding
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a chunk header is padding
             pos += 32768 - pos % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if kind == 0:
             break
-        pending += data[pos + 7:pos + 7 + length]
+        pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
-        if kind in (1, 4):               # full, last
+        if kind in (1, 4):  # full, last
             record = Record.FromString(pending)
             records.setdefault(record.WhichOneof("record_type"), []).append(record)
             pending = b""
@@ -131,8 +151,15 @@ def test_each_stage_logs_a_wandb_run_with_the_resolved_config(tmp_path, monkeypa
     config, the counts, the mosaics with their masks, the skip reasons as a Table and the synthetic set as an
     Artifact."""
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = compose(GENERATE + [f"generator.categories={CATEGORIES}", "logger=wandb", "generator.mask.min_area=0.02",
-                              "generator.images_per_category=3"])
+    cfg = compose(
+        GENERATE
+        + [
+            f"generator.categories={CATEGORIES}",
+            "logger=wandb",
+            "generator.mask.min_area=0.02",
+            "generator.images_per_category=3",
+        ]
+    )
     result = run.run_experiment(cfg, tmp_path / "run")["generate"]
     assert result["kept"] > 0
     (offline,) = (tmp_path / "run" / "wandb").glob("offline-run-*-generate")
@@ -140,7 +167,7 @@ def test_each_stage_logs_a_wandb_run_with_the_resolved_config(tmp_path, monkeypa
     (started,) = records["run"]
     assert started.run.job_type == "generate" and started.run.run_group == "run"
     config = {item.key: json.loads(item.value_json) for item in started.run.config.update}
-    assert config["generator"]["region_size"] == [32, 32]          # resolved, not ${.model.region_size}
+    assert config["generator"]["region_size"] == [32, 32]  # resolved, not ${.model.region_size}
     assert config["generator"]["attention"]["resolutions"] == [4, 2] and "hydra" not in config
     logged = {}
     for record in records["history"]:
@@ -166,8 +193,12 @@ def test_each_stage_logs_a_wandb_run_with_the_resolved_config(tmp_path, monkeypa
     tracker.finish()
     (train,) = folder.wandb.glob("offline-run-*-train")
     assert wandb_records(train)["run"][0].run.job_type == "train"
-    inputs = [json.loads(item.value_json) for r in wandb_records(train)["config"] for item in r.config.update
-              if item.key == "input_artifact"]
+    inputs = [
+        json.loads(item.value_json)
+        for r in wandb_records(train)["config"]
+        for item in r.config.update
+        if item.key == "input_artifact"
+    ]
     assert inputs == [{"name": artifact.name, "digest": artifact.digest}]
 
 
@@ -176,9 +207,19 @@ def test_submitit_local_sweep_of_two_runs_goes_on_after_a_failed_one(tmp_path):
     """hydra/launcher=submitit_local (the `slurm` extra): two settings, one with a missing categories file; the
     failed one leaves failed.json, the other finishes."""
     missing = tmp_path / "missing.json"
-    res = cli(["-m", "hydra/launcher=submitit_local", "hydra.sweep.dir=sweep", "logger=none",
-               f"generator.categories={CATEGORIES},{missing}", "generator.images_per_category=3",
-               "generator.mask.min_area=0.02", *GENERATE], tmp_path)
+    res = cli(
+        [
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.sweep.dir=sweep",
+            "logger=none",
+            f"generator.categories={CATEGORIES},{missing}",
+            "generator.images_per_category=3",
+            "generator.mask.min_area=0.02",
+            *GENERATE,
+        ],
+        tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     runs = [RunPaths(p) for p in sorted((tmp_path / "sweep").iterdir()) if (p / ".hydra").is_dir()]
     assert len(runs) == 2
@@ -205,8 +246,11 @@ def test_predictions_are_gathered_on_rank_0_only(tmp_path):
     import torch.multiprocessing
 
     torch.multiprocessing.spawn(_gather_on_rank, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
-    assert json.loads((tmp_path / "0.json").read_text()) == [{"rank": 0, "i": 0}, {"rank": 1, "i": 0},
-                                                             {"rank": 1, "i": 1}]
+    assert json.loads((tmp_path / "0.json").read_text()) == [
+        {"rank": 0, "i": 0},
+        {"rank": 1, "i": 0},
+        {"rank": 1, "i": 1},
+    ]
     assert json.loads((tmp_path / "1.json").read_text()) == []
 
 
@@ -225,7 +269,7 @@ def test_quiet_console_drops_the_known_notes_and_nothing_else(caplog):
     message = "`isinstance(treespec, LeafSpec)` is deprecated, use `isinstance(treespec, TreeSpec)` instead."
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("default")
-        quiet_third_party()   # catch_warnings reset the filters
+        quiet_third_party()  # catch_warnings reset the filters
         warnings.warn_explicit(message, FutureWarning, "_pytree.py", 21, module="pytorch_lightning.utilities._pytree")
         warnings.warn_explicit(message, FutureWarning, "mine.py", 1, module="mfexp.mine")
     assert [w.filename for w in seen] == ["mine.py"]

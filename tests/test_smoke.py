@@ -1,5 +1,6 @@
 """`python -m mfexp experiment=smoke`: the whole pipeline (toy world, shipped toy model, MosaicFusion, Mask R-CNN,
 LVIS evaluation) through the real command line, then a re-run that skips every stage."""
+
 import json
 import os
 import subprocess
@@ -9,8 +10,13 @@ from helpers import ROOT
 
 
 def test_smoke_experiment_end_to_end(tmp_path):
-    env = dict(os.environ, MFEXP_OUTPUTS=str(tmp_path / "out"), MFEXP_CACHE=str(tmp_path / "cache"),
-               PYTHONPATH=str(ROOT), WANDB_MODE="offline")
+    env = dict(
+        os.environ,
+        MFEXP_OUTPUTS=str(tmp_path / "out"),
+        MFEXP_CACHE=str(tmp_path / "cache"),
+        PYTHONPATH=str(ROOT),
+        WANDB_MODE="offline",
+    )
     cmd = [sys.executable, "-m", "mfexp", "experiment=smoke"]
     first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -1,4 +1,5 @@
 """Sweep configs compose, the SLURM launcher config and the sweep report."""
+
 import importlib.util
 import json
 import math
@@ -7,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from omegaconf import OmegaConf
-
 from helpers import ROOT, compose
+from omegaconf import OmegaConf
 
 SWEEPS = sorted((ROOT / "sweeps" / "sweep").glob("*.yaml"))
 SEARCHPATH = f"hydra.searchpath=[file://{ROOT / 'sweeps'}]"
@@ -35,18 +35,30 @@ def sweep_values(params) -> list[list[str]]:
     combos = [[]]
     for key, value in params.items():
         (ov,) = parser.parse_overrides([f"{key}={value}"])
-        options = [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()] if ov.is_sweep_override() \
+        options = (
+            [f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
+            if ov.is_sweep_override()
             else [f"{key}={value}"]
+        )
         combos = [c + [o] for c in combos for o in options]
     return combos
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
 
+
 def test_there_are_sweeps_for_the_papers_ablations():
     names = {p.stem for p in SWEEPS}
-    assert {"num_objects", "overlap", "attention_resolutions", "attention_blocks", "step_window",
-            "images_per_category", "augmenter", "seeds"} <= names
+    assert {
+        "num_objects",
+        "overlap",
+        "attention_resolutions",
+        "attention_blocks",
+        "step_window",
+        "images_per_category",
+        "augmenter",
+        "seeds",
+    } <= names
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
@@ -89,19 +101,33 @@ def test_slurm_launcher_config():
     assert text.startswith("# @package hydra.launcher") and "pip install hydra-submitit-launcher" in text
     raw = yaml.safe_load(text)
     assert raw["defaults"] == ["submitit_slurm"]
-    for key in ("submitit_folder", "timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task",
-                "mem_gb", "partition", "array_parallelism", "setup", "additional_parameters"):
+    for key in (
+        "submitit_folder",
+        "timeout_min",
+        "nodes",
+        "tasks_per_node",
+        "gpus_per_node",
+        "cpus_per_task",
+        "mem_gb",
+        "partition",
+        "array_parallelism",
+        "setup",
+        "additional_parameters",
+    ):
         assert key in raw, key
     assert raw["tasks_per_node"] == raw["gpus_per_node"]
-    if importlib.util.find_spec("hydra_plugins") is None or \
-            importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None:
-        return   # the plugin is optional: pip install hydra-submitit-launcher
+    if (
+        importlib.util.find_spec("hydra_plugins") is None
+        or importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None
+    ):
+        return  # the plugin is optional: pip install hydra-submitit-launcher
     cfg = compose_sweep(["+sweep=augmenter", "hydra/launcher=slurm"])
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == raw["gpus_per_node"]
 
 
 # ------------------------------------------------------------------------------------------------ report
+
 
 def fake_run(root: Path, name: str, overrides: list[str], metrics: dict | None, times=None) -> Path:
     run = root / name
@@ -116,8 +142,15 @@ def fake_run(root: Path, name: str, overrides: list[str], metrics: dict | None, 
 
 def metrics(ap, apr):
     """metrics.json as the evaluate stage writes it: lvis-api fractions (0.226 = 22.6 AP), plus counts."""
-    return {"AP": ap, "APr": apr, "APc": 0.1, "APf": 0.2, "AP_novel": 0.05, "bbox_AP": ap + 0.01,
-            "num_predictions": 300}
+    return {
+        "AP": ap,
+        "APr": apr,
+        "APc": 0.1,
+        "APf": 0.2,
+        "AP_novel": 0.05,
+        "bbox_AP": ap + 0.01,
+        "num_predictions": 300,
+    }
 
 
 def test_report_groups_by_swept_keys_with_mean_std_over_seeds(tmp_path):
@@ -129,27 +162,28 @@ def test_report_groups_by_swept_keys_with_mean_std_over_seeds(tmp_path):
     fake_run(sweep, "b0", ["+sweep=augmenter", "augmenter=cut_paste", "seed=0"], metrics(0.23, 0.125))
     fake_run(sweep, "b1", ["+sweep=augmenter", "augmenter=cut_paste", "seed=1"], None, {"generate": 2.0})
     out = report(sweep, tmp_path / "out")
-    assert out["swept"] == ["augmenter"]           # seed and the constant +sweep are not swept
+    assert out["swept"] == ["augmenter"]  # seed and the constant +sweep are not swept
     assert out["runs"] == 4 and out["complete"] == 3
     rows = {r["augmenter"]: r for r in out["rows"]}
     none, cp = rows["none"], rows["cut_paste"]
     assert none["n"] == 2 and none["incomplete"] == 0 and none["seeds"] == "0 1"
-    assert none["AP_mean"] == pytest.approx(21.0)                       # AP in % (metrics.json: fractions)
-    assert none["AP_std"] == pytest.approx(math.sqrt(((20 - 21) ** 2 + (22 - 21) ** 2) / 1))   # sample std
+    assert none["AP_mean"] == pytest.approx(21.0)  # AP in % (metrics.json: fractions)
+    assert none["AP_std"] == pytest.approx(math.sqrt(((20 - 21) ** 2 + (22 - 21) ** 2) / 1))  # sample std
     assert none["APr_mean"] == pytest.approx(9.5) and none["APr_std"] == pytest.approx(math.sqrt(0.5))
     assert cp["n"] == 1 and cp["incomplete"] == 1 and cp["APr_mean"] == pytest.approx(12.5) and cp["APr_std"] == 0.0
     assert [str(p) for p in out["incomplete"]] == [str(sweep / "b1")]
 
     with open(tmp_path / "out" / "summary.csv") as f:
         import csv
+
         table = {r["augmenter"]: r for r in csv.DictReader(f)}
     assert float(table["none"]["APr_mean"]) == pytest.approx(9.5) and table["cut_paste"]["incomplete"] == "1"
-    assert "AP_delta" not in table["none"]                           # no --baseline: no paired columns
-    md = (tmp_path / "out" / "summary.md").read_text()                # AP in %, one decimal, as in the CSV
+    assert "AP_delta" not in table["none"]  # no --baseline: no paired columns
+    md = (tmp_path / "out" / "summary.md").read_text()  # AP in %, one decimal, as in the CSV
     assert "21.0 ± 1.4" in md and "AP/AR in %" in md and "Incomplete runs (1" in md and "b1" in md
     runs_csv = (tmp_path / "out" / "runs.csv").read_text()
     assert "incomplete" in runs_csv and runs_csv.count("\n") == 5
-    assert (tmp_path / "out" / "APr_by_augmenter.png").stat().st_size > 1000   # categorical: grouped bars
+    assert (tmp_path / "out" / "APr_by_augmenter.png").stat().st_size > 1000  # categorical: grouped bars
 
 
 def test_report_numeric_key_plots_metric_vs_key(tmp_path):
@@ -163,14 +197,22 @@ def test_report_numeric_key_plots_metric_vs_key(tmp_path):
     out = sweep / "report"
     assert (out / "APr_vs_generator.num_objects.png").is_file() and (out / "AP_vs_generator.num_objects.png").is_file()
     lines = (out / "summary.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "4"]          # numeric order
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "4"]  # numeric order
 
 
 def failed_json(run: Path, stage: str, kind: str, message: str) -> None:
     """failed.json as the runtime writes it when a stage raises (stage, type, message, traceback, time)."""
-    (run / "failed.json").write_text(json.dumps({"stage": stage, "type": kind, "message": message,
-                                                 "traceback": f"Traceback (most recent call last):\n{kind}: {message}",
-                                                 "time": "2026-11-29T21:00:00"}))
+    (run / "failed.json").write_text(
+        json.dumps(
+            {
+                "stage": stage,
+                "type": kind,
+                "message": message,
+                "traceback": f"Traceback (most recent call last):\n{kind}: {message}",
+                "time": "2026-11-29T21:00:00",
+            }
+        )
+    )
 
 
 def test_report_lists_failed_runs_apart_and_does_not_average_them(tmp_path):
@@ -180,11 +222,19 @@ def test_report_lists_failed_runs_apart_and_does_not_average_them(tmp_path):
     fake_run(sweep, "a0", ["augmenter=none", "seed=0"], metrics(0.20, 0.10))
     fake_run(sweep, "a1", ["augmenter=none", "seed=1"], metrics(0.22, 0.12))
     # a failed run keeps whatever it wrote before (here even a metrics.json): it is not averaged
-    failed_json(fake_run(sweep, "a2", ["augmenter=none", "seed=2"], metrics(0.90, 0.90)), "train",
-                "torch.OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB\n(more detail)")
-    failed_json(fake_run(sweep, "b0", ["augmenter=mosaicfusion", "seed=0"], None), "generate", "RuntimeError",
-                "kept 0 of 10 mosaics")
-    fake_run(sweep, "b1", ["augmenter=mosaicfusion", "seed=1"], None, {"generate": 3.0})   # killed during train
+    failed_json(
+        fake_run(sweep, "a2", ["augmenter=none", "seed=2"], metrics(0.90, 0.90)),
+        "train",
+        "torch.OutOfMemoryError",
+        "CUDA out of memory. Tried to allocate 2.00 GiB\n(more detail)",
+    )
+    failed_json(
+        fake_run(sweep, "b0", ["augmenter=mosaicfusion", "seed=0"], None),
+        "generate",
+        "RuntimeError",
+        "kept 0 of 10 mosaics",
+    )
+    fake_run(sweep, "b1", ["augmenter=mosaicfusion", "seed=1"], None, {"generate": 3.0})  # killed during train
     fake_run(sweep, "b2", ["augmenter=mosaicfusion", "seed=2"], metrics(0.30, 0.25))
     out = report(sweep, tmp_path / "out")
     assert out["complete"] == 3 and out["failed"] == [str(sweep / "a2"), str(sweep / "b0")]
@@ -192,12 +242,18 @@ def test_report_lists_failed_runs_apart_and_does_not_average_them(tmp_path):
     rows = {r["augmenter"]: r for r in read_csv(tmp_path / "out" / "summary.csv")}
     assert (rows["none"]["n"], rows["none"]["failed"], rows["none"]["incomplete"]) == ("2", "1", "0")
     assert float(rows["none"]["AP_mean"]) == pytest.approx(21.0) and rows["none"]["seeds"] == "0 1"
-    assert (rows["mosaicfusion"]["n"], rows["mosaicfusion"]["failed"], rows["mosaicfusion"]["incomplete"]) == \
-        ("1", "1", "1")
+    assert (rows["mosaicfusion"]["n"], rows["mosaicfusion"]["failed"], rows["mosaicfusion"]["incomplete"]) == (
+        "1",
+        "1",
+        "1",
+    )
     md = (tmp_path / "out" / "summary.md").read_text()
     failed = md.split("## Failed runs (2: failed.json)")[1].split("##")[0]
-    assert f"`{sweep / 'a2'}`: stage train, torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" \
-        in failed and "more detail" not in failed
+    assert (
+        f"`{sweep / 'a2'}`: stage train, torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+        in failed
+        and "more detail" not in failed
+    )
     assert f"`{sweep / 'b0'}`: stage generate, RuntimeError: kept 0 of 10 mosaics" in failed
     incomplete = md.split("## Incomplete runs (1: no metrics.json)")[1]
     assert f"`{sweep / 'b1'}` (stages done: generate)" in incomplete and "a2" not in incomplete
@@ -205,7 +261,7 @@ def test_report_lists_failed_runs_apart_and_does_not_average_them(tmp_path):
     per_run = {Path(r["run"]).name: r for r in read_csv(tmp_path / "out" / "runs.csv")}
     assert [per_run[n]["status"] for n in ("a0", "a2", "b0", "b1")] == ["complete", "failed", "failed", "incomplete"]
     assert per_run["a2"]["failed_type"] == "torch.OutOfMemoryError" and per_run["a0"]["failed_stage"] == ""
-    assert float(per_run["a0"]["APr"]) == pytest.approx(10.0)                       # runs.csv: AP in % too
+    assert float(per_run["a0"]["APr"]) == pytest.approx(10.0)  # runs.csv: AP in % too
 
 
 def write_sweep_params(run: Path, params: dict) -> None:
@@ -231,14 +287,15 @@ def test_report_orders_categorical_values_as_the_sweep_lists_them(tmp_path):
     cli = tmp_path / "blocks"
     for blocks in ("[down]", "[up]"):
         fake_run(cli, f"b{blocks}", [f"generator.attention.blocks={blocks}", "seed=0"], metrics(0.2, 0.1))
-    (cli / "multirun.yaml").write_text(yaml.safe_dump(
-        {"hydra": {"overrides": {"task": ["generator.attention.blocks=[up],[down]", "seed=0"]}}}))
+    (cli / "multirun.yaml").write_text(
+        yaml.safe_dump({"hydra": {"overrides": {"task": ["generator.attention.blocks=[up],[down]", "seed=0"]}}})
+    )
     assert [r["generator.attention.blocks"] for r in report(cli, tmp_path / "o2")["rows"]] == ["[up]", "[down]"]
-    (cli / "multirun.yaml").unlink()                                   # no sweep recorded: first seen (by folder)
+    (cli / "multirun.yaml").unlink()  # no sweep recorded: first seen (by folder)
     assert [r["generator.attention.blocks"] for r in report(cli, tmp_path / "o3")["rows"]] == ["[down]", "[up]"]
 
     assert value_order(["b", "(default)", "[8, 4]", "a"], ["[8,4]", "a"]) == ["(default)", "[8, 4]", "a", "b"]
-    assert value_order(["10", "2", "(default)"], ["10", "2"]) == ["(default)", "2", "10"]   # numbers ascend
+    assert value_order(["10", "2", "(default)"], ["10", "2"]) == ["(default)", "2", "10"]  # numbers ascend
 
 
 def test_report_figures_follow_config_order_and_show_every_seed(tmp_path):
@@ -254,8 +311,12 @@ def test_report_figures_follow_config_order_and_show_every_seed(tmp_path):
     for aug in ("mosaicfusion", "cut_paste", "none"):
         for n in (4, 1):
             for seed in (0, 1, 2):
-                run = fake_run(sweep, f"{aug}{n}s{seed}", [f"augmenter={aug}", f"generator.num_objects={n}",
-                                                           f"seed={seed}"], metrics(0.2, 0.1 + seed / 100))
+                run = fake_run(
+                    sweep,
+                    f"{aug}{n}s{seed}",
+                    [f"augmenter={aug}", f"generator.num_objects={n}", f"seed={seed}"],
+                    metrics(0.2, 0.1 + seed / 100),
+                )
                 write_sweep_params(run, {"augmenter": "none,mosaicfusion,cut_paste", "generator.num_objects": "4,1"})
     runs = load_runs(sweep)
     keys = swept_keys(runs)
@@ -264,14 +325,14 @@ def test_report_figures_follow_config_order_and_show_every_seed(tmp_path):
     fig, name = figure(runs, summary, keys, "augmenter", "APr")
     ax = fig.axes[0]
     assert name == "APr_by_augmenter.png" and ax.get_ylabel().startswith("APr (%)")
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "mosaicfusion", "cut_paste"]   # config order
-    assert [p.get_height() for p in ax.patches if p.get_height()] == pytest.approx([11.0] * 6)      # mean, in %
-    assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)                 # every run a dot
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "mosaicfusion", "cut_paste"]  # config order
+    assert [p.get_height() for p in ax.patches if p.get_height()] == pytest.approx([11.0] * 6)  # mean, in %
+    assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)  # every run a dot
     plt.close(fig)
 
     fig, name = figure(runs, summary, keys, "generator.num_objects", "APr")
     ax = fig.axes[0]
-    assert name == "APr_vs_generator.num_objects.png" and list(ax.get_xticks()) == [1.0, 4.0]       # numbers ascend
+    assert name == "APr_vs_generator.num_objects.png" and list(ax.get_xticks()) == [1.0, 4.0]  # numbers ascend
     assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)
     plt.close(fig)
 
@@ -290,7 +351,7 @@ def test_report_paper_numbers_as_reference(tmp_path, capsys):
     assert "## Paper: MosaicFusion" in md and "| generator.num_objects | AP | APr |" in md
     assert "| `1` | 22.4 | 14.0 |" in md and "| `4` | 23.1 | 15.2 |" in md
     assert "## Paper" not in (tmp_path / "plain" / "summary.md").read_text()
-    for m in ("AP", "APr"):                                         # the plots gain the reference line
+    for m in ("AP", "APr"):  # the plots gain the reference line
         name = f"{m}_vs_generator.num_objects.png"
         assert (tmp_path / "paper" / name).read_bytes() != (tmp_path / "plain" / name).read_bytes()
 
@@ -315,7 +376,7 @@ def test_paper_numbers_name_the_values_of_their_sweep(path):
     found = [paper.find(v) for v in swept]
     assert all(any(numbers is f for f in found) for numbers in paper.values.values())
     assert len(swept) >= len(paper.values) >= 2
-    assert all(0 < x < 100 for numbers in paper.values.values() for x in numbers.values())   # AP in %
+    assert all(0 < x < 100 for numbers in paper.values.values() for x in numbers.values())  # AP in %
 
 
 def test_mfexp_report_console_script(capsys):
@@ -323,7 +384,7 @@ def test_mfexp_report_console_script(capsys):
 
     from mfexp.report import main
 
-    tomllib = pytest.importorskip("tomllib")   # Python 3.11+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, name = scripts["mfexp-report"].split(":")
@@ -342,8 +403,10 @@ def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, ca
 
     n_sweep, augmenters = tmp_path / "num_objects", tmp_path / "augmenters"
     for n in (1, 2):
-        choices(fake_run(n_sweep, f"n{n}", [f"generator.num_objects={n}", "seed=0"], metrics(0.20 + n / 100, 0.10)),
-                "mosaicfusion")
+        choices(
+            fake_run(n_sweep, f"n{n}", [f"generator.num_objects={n}", "seed=0"], metrics(0.20 + n / 100, 0.10)),
+            "mosaicfusion",
+        )
     for aug, ap in (("mosaicfusion", 0.30), ("none", 0.10)):
         run = fake_run(augmenters, aug, [f"augmenter={aug}", "seed=0"], metrics(ap, 0.12))
         config = {"seed": 0, "generator": {"num_objects": 4, "attention": {"resolutions": [8, 4]}}}
@@ -359,14 +422,14 @@ def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, ca
     # links are followed, a run reached twice counts once, and the N=4 run (no override) joins the N sweep
     out = report([n_sweep, linked, augmenters / "mosaicfusion"], tmp_path / "out")
     assert out["runs"] == 3
-    assert out["swept"] == ["generator.num_objects"]       # augmenter: mosaicfusion in every run once filled in
+    assert out["swept"] == ["generator.num_objects"]  # augmenter: mosaicfusion in every run once filled in
     rows = {r["generator.num_objects"]: r for r in out["rows"]}
     assert list(rows) == ["1", "2", "4"] and rows["4"]["AP_mean"] == pytest.approx(30.0)
     assert rows["1"]["AP_mean"] == pytest.approx(21.0)
     assert (tmp_path / "out" / "APr_vs_generator.num_objects.png").is_file()
     out = report([n_sweep, augmenters], tmp_path / "out2")
     assert sorted(out["swept"]) == ["augmenter", "generator.num_objects"] and len(out["rows"]) == 4
-    assert main([str(n_sweep), str(augmenters)]) == 2       # several folders: --out is required
+    assert main([str(n_sweep), str(augmenters)]) == 2  # several folders: --out is required
     assert "--out" in capsys.readouterr().err
 
 
@@ -396,18 +459,24 @@ def hand_interval(d):
 
 
 # APr per seed; seed 3 of cut_paste failed (no metrics.json), seed 9 only mosaicfusion ran, `copy` shares seed 0 only
-PAIRED = {"none": {0: 0.090, 1: 0.100, 2: 0.080, 3: 0.095},
-          "cut_paste": {0: 0.095, 1: 0.093, 2: 0.088, 3: None},
-          "mosaicfusion": {0: 0.110, 1: 0.121, 2: 0.099, 9: 0.150},
-          "copy": {0: 0.097, 7: 0.2}}
+PAIRED = {
+    "none": {0: 0.090, 1: 0.100, 2: 0.080, 3: 0.095},
+    "cut_paste": {0: 0.095, 1: 0.093, 2: 0.088, 3: None},
+    "mosaicfusion": {0: 0.110, 1: 0.121, 2: 0.099, 9: 0.150},
+    "copy": {0: 0.097, 7: 0.2},
+}
 
 
 def paired_sweep(root: Path) -> Path:
     sweep = root / "sweep"
     for aug, by_seed in PAIRED.items():
         for seed, apr in by_seed.items():
-            fake_run(sweep, f"{aug}{seed}", [f"augmenter={aug}", f"seed={seed}"],
-                     None if apr is None else metrics(0.2 + apr / 10, apr))
+            fake_run(
+                sweep,
+                f"{aug}{seed}",
+                [f"augmenter={aug}", f"seed={seed}"],
+                None if apr is None else metrics(0.2 + apr / 10, apr),
+            )
     return sweep
 
 
@@ -422,13 +491,13 @@ def test_report_paired_differences_from_a_baseline(tmp_path, capsys):
 
     # mosaicfusion: seeds 0, 1, 2 in both (9 has no baseline run); a consistent gain, the interval excludes 0
     mf = table["mosaicfusion"]
-    d = [100 * (PAIRED["mosaicfusion"][s] - PAIRED["none"][s]) for s in (0, 1, 2)]   # AP points
+    d = [100 * (PAIRED["mosaicfusion"][s] - PAIRED["none"][s]) for s in (0, 1, 2)]  # AP points
     mean, low, high = hand_interval(d)
     assert mf["baseline"] == "augmenter=none" and mf["n_pairs"] == "3" and mf["n"] == "4"
     assert float(mf["APr_delta"]) == pytest.approx(mean) and float(mf["APr_delta"]) == pytest.approx(2.0)
     assert float(mf["APr_ci_low"]) == pytest.approx(low) and float(mf["APr_ci_high"]) == pytest.approx(high)
     assert 0 < low < mean < high
-    assert float(mf["AP_delta"]) == pytest.approx(mean / 10)             # CSV units: AP points (%), as summary.md
+    assert float(mf["AP_delta"]) == pytest.approx(mean / 10)  # CSV units: AP points (%), as summary.md
 
     # cut_paste: seed 3 failed, so 3 pairs; differences of both signs, the interval holds 0
     cp = table["cut_paste"]
@@ -447,7 +516,7 @@ def test_report_paired_differences_from_a_baseline(tmp_path, capsys):
     rows = {line.split("|")[1].strip(" `"): line for line in md.splitlines() if line.startswith("| `")}
     assert "95% t-interval" in md and "**bold**" in md
     mf_mean, mf_low, mf_high = hand_interval([100 * v for v in (0.02, 0.021, 0.019)])
-    assert f"**Δ +{mf_mean:.1f} [+{mf_low:.1f}, +{mf_high:.1f}]**" in rows["mosaicfusion"]   # AP points, one decimal
+    assert f"**Δ +{mf_mean:.1f} [+{mf_low:.1f}, +{mf_high:.1f}]**" in rows["mosaicfusion"]  # AP points, one decimal
     assert "Δ" in rows["cut_paste"] and "**" not in rows["cut_paste"]
     assert "Δ +0.7" in rows["copy"] and "[" not in rows["copy"].split("Δ +0.7")[1].split("|")[0]
     assert "baseline" in rows["none"] and "Δ" not in rows["none"]
@@ -463,8 +532,12 @@ def test_report_baseline_on_some_keys_matches_the_others(tmp_path):
     ap = {("none", 4): 0.10, ("none", 2): 0.12, ("mf", 4): 0.20, ("mf", 2): 0.23}
     for (aug, n), value in ap.items():
         for seed in (0, 1):
-            fake_run(sweep, f"{aug}{n}s{seed}", [f"augmenter={aug}", f"generator.num_objects={n}", f"seed={seed}"],
-                     metrics(value + seed / 100, value))
+            fake_run(
+                sweep,
+                f"{aug}{n}s{seed}",
+                [f"augmenter={aug}", f"generator.num_objects={n}", f"seed={seed}"],
+                metrics(value + seed / 100, value),
+            )
     # N=4 names two baseline groups: each row is compared with the one of its own augmenter
     out = report(sweep, tmp_path / "a", baseline=["generator.num_objects=4"])
     rows = {(r["augmenter"], r["generator.num_objects"]): r for r in out["rows"]}
@@ -473,29 +546,39 @@ def test_report_baseline_on_some_keys_matches_the_others(tmp_path):
     assert rows[("none", "2")]["AP_delta"] == pytest.approx(2.0)
     assert rows[("mf", "4")]["baseline"] == rows[("none", "4")]["baseline"] == "(this row)"
     # two keys, as one comma-separated value or a repeated option: one baseline for all
-    for args in (["--baseline", "augmenter=none,generator.num_objects=4"],
-                 ["--baseline", "augmenter=none", "--baseline", "generator.num_objects=4"]):
+    for args in (
+        ["--baseline", "augmenter=none,generator.num_objects=4"],
+        ["--baseline", "augmenter=none", "--baseline", "generator.num_objects=4"],
+    ):
         assert main([str(sweep), "--out", str(tmp_path / "b"), *args]) == 0
         table = {(r["augmenter"], r["generator.num_objects"]): r for r in read_csv(tmp_path / "b" / "summary.csv")}
         assert float(table[("mf", "4")]["AP_delta"]) == pytest.approx(10.0)
         assert float(table[("mf", "2")]["AP_delta"]) == pytest.approx(13.0)
-        assert float(table[("mf", "2")]["AP_ci_low"]) == pytest.approx(float(table[("mf", "2")]["AP_delta"]))   # sd 0
+        assert float(table[("mf", "2")]["AP_ci_low"]) == pytest.approx(float(table[("mf", "2")]["AP_delta"]))  # sd 0
     # a row without a baseline of its own setting is an error, not a silent pick
     fake_run(sweep, "cp2s0", ["augmenter=cp", "generator.num_objects=2", "seed=0"], metrics(0.1, 0.1))
     with pytest.raises(ReportError, match="no baseline for the row augmenter=cp,generator.num_objects=2"):
         report(sweep, tmp_path / "c", baseline="generator.num_objects=4")
     assert parse_baseline("generator.attention.resolutions=[8,4],augmenter=none") == {
-        "generator.attention.resolutions": "[8,4]", "augmenter": "none"}
+        "generator.attention.resolutions": "[8,4]",
+        "augmenter": "none",
+    }
     assert same("[8, 4]", "[8,4]") and same("0.50", "0.5") and not same("4", "2")
 
 
-@pytest.mark.parametrize("baseline, msg", [
-    ("augmenter=nosuch", r"no group has these values \(values seen: augmenter: copy, cut_paste, mosaicfusion, none\)"),
-    ("augmenter", "malformed --baseline 'augmenter': expected KEY=VALUE"),
-    ("=none", "malformed --baseline"),
-    ("augmenter=", "malformed --baseline"),
-    ("seed=0", "names seed, not a swept key"),
-])
+@pytest.mark.parametrize(
+    "baseline, msg",
+    [
+        (
+            "augmenter=nosuch",
+            r"no group has these values \(values seen: augmenter: copy, cut_paste, mosaicfusion, none\)",
+        ),
+        ("augmenter", "malformed --baseline 'augmenter': expected KEY=VALUE"),
+        ("=none", "malformed --baseline"),
+        ("augmenter=", "malformed --baseline"),
+        ("seed=0", "names seed, not a swept key"),
+    ],
+)
 def test_report_bad_baseline_is_a_clear_error(tmp_path, capsys, baseline, msg):
     import re
 
@@ -507,4 +590,4 @@ def test_report_bad_baseline_is_a_clear_error(tmp_path, capsys, baseline, msg):
     assert main([str(sweep), "--out", str(tmp_path / "out"), "--baseline", baseline]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(msg, err) and err.count("\n") == 1
-    assert not (tmp_path / "out").exists()                               # nothing half-written
+    assert not (tmp_path / "out").exists()  # nothing half-written

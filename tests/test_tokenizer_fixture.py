@@ -1,4 +1,5 @@
 """The offline CLIP tokenizer fixture (mfexp/assets/clip_tokenizer)."""
+
 import json
 
 import pytest
@@ -46,7 +47,9 @@ def test_any_string_tokenizes(tok):
 
 
 def test_padding_to_77(tok):
-    out = tok(["a photo of a single blue star", ""], padding="max_length", max_length=tok.model_max_length, truncation=True)
+    out = tok(
+        ["a photo of a single blue star", ""], padding="max_length", max_length=tok.model_max_length, truncation=True
+    )
     assert all(len(x) == 77 for x in out.input_ids)
 
 

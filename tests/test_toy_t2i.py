@@ -1,4 +1,5 @@
 """The toy text-to-image model: shipped weights, training command, loading errors."""
+
 import json
 import shutil
 
@@ -44,7 +45,9 @@ def test_shipped_weights_load_like_sd(shipped):
     assert index["text_encoder"] == ["transformers", "CLIPTextModel"]
     assert sorted(p.name for p in folder.rglob("*.safetensors"))
     assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < 20e6
-    pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     assert type(pipe.scheduler).__name__ == "PNDMScheduler"
     assert pipe.scheduler.config.beta_schedule == "scaled_linear" and pipe.scheduler.config.num_train_timesteps == 1000
     assert pipe.tokenizer.get_vocab() == json.loads((tokenizer_path() / "vocab.json").read_text(encoding="utf-8"))
@@ -54,9 +57,20 @@ def test_shipped_weights_load_like_sd(shipped):
 def test_shipped_model_draws_the_requested_colour(shipped):
     from mfexp.toyworld.world import classify_colour, segment_saturated
 
-    for prompt, colour in [("a photo of a single red circle", "red"), ("a photo of a single blue square, a flat blue shape with four equal sides", "blue")]:
+    for prompt, colour in [
+        ("a photo of a single red circle", "red"),
+        ("a photo of a single blue square, a flat blue shape with four equal sides", "blue"),
+    ]:
         # the sampling settings of conf/generator/model/toy.yaml (25 PNDM steps, guidance 3.0)
-        img = shipped(prompt, num_inference_steps=25, guidance_scale=3.0, height=64, width=64, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+        img = shipped(
+            prompt,
+            num_inference_steps=25,
+            guidance_scale=3.0,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        ).images[0]
         rgb = (img * 255).round().astype(np.uint8)
         assert rgb.shape == (64, 64, 3)
         obj = segment_saturated(rgb)
@@ -84,8 +98,20 @@ def test_training_runs_loss_falls_and_resumes(tmp_path):
     from mfexp.toyworld.train_t2i import TrainConfig, train
 
     cfg = TrainConfig(
-        out=str(tmp_path / "run"), threads=1, vae_steps=4, vae_batch_size=4, vae_crop=16, steps=40, batch_size=8,
-        lr=3e-3, warmup=1, bank_size=64, ckpt_every=20, log_every=10, keep_checkpoint=True, model=TINY_MODEL,
+        out=str(tmp_path / "run"),
+        threads=1,
+        vae_steps=4,
+        vae_batch_size=4,
+        vae_crop=16,
+        steps=40,
+        batch_size=8,
+        lr=3e-3,
+        warmup=1,
+        bank_size=64,
+        ckpt_every=20,
+        log_every=10,
+        keep_checkpoint=True,
+        model=TINY_MODEL,
     )
     out = train(cfg)
     info = json.loads((out / "toy_t2i.json").read_text())

@@ -1,4 +1,5 @@
 """dataset=toyworld: the procedural long-tailed LVIS v1 benchmark."""
+
 import json
 from collections import Counter
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Files shipped with the package: the offline CLIP tokenizer fixture and the toy text-to-image weights."""
+
 from __future__ import annotations
 
 from pathlib import Path

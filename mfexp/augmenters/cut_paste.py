@@ -11,6 +11,7 @@ remaining real instances, all annotated, in the same ``synthetic/`` format as Mo
 Pure functions (``cut_instance``, ``transform_instance``, ``paste_instance``,
 ``drop_occluded``, ``compose_cut_paste``) do the work; ``generate_cut_paste`` is the only one with side effects.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,17 +29,25 @@ from mfexp.config import CutPasteConfig
 from mfexp.data import prepare_dataset
 from mfexp.draw import montage, overlay
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
-from mfexp.lvis import (SYNTHETIC_IMAGE_ID_BASE, annotation_mask, image_record, image_relpath, lvis_file,
-                        mask_annotation, select_categories)
+from mfexp.lvis import (
+    SYNTHETIC_IMAGE_ID_BASE,
+    annotation_mask,
+    image_record,
+    image_relpath,
+    lvis_file,
+    mask_annotation,
+    select_categories,
+)
 from mfexp.runpaths import RunPaths
 from mfexp.tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
 
-MAX_INSTANCES_PER_IMAGE = 1000     # annotation ids are image_id * 1000 + k
+MAX_INSTANCES_PER_IMAGE = 1000  # annotation ids are image_id * 1000 + k
 
 
 # ----------------------------------------------------------------------------------------------- pure functions
+
 
 def cut_instance(rgb: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The instance's tight bounding-box crop: (rgb crop, mask crop)."""
@@ -66,13 +75,20 @@ def blurred_alpha(mask: np.ndarray, sigma: float) -> np.ndarray:
     """Float alpha in [0, 1] from a binary mask: the mask itself (sigma 0) or its Gaussian blur."""
     alpha = mask.astype(np.float32)
     if sigma > 0:
-        alpha = cv2.GaussianBlur(alpha, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma),
-                                 borderType=cv2.BORDER_CONSTANT)
+        alpha = cv2.GaussianBlur(
+            alpha, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma), borderType=cv2.BORDER_CONSTANT
+        )
     return np.clip(alpha, 0.0, 1.0)
 
 
-def paste_instance(image: np.ndarray, masks: list[np.ndarray], obj_rgb: np.ndarray, obj_mask: np.ndarray,
-                   top_left: tuple[int, int], blur_sigma: float = 1.0):
+def paste_instance(
+    image: np.ndarray,
+    masks: list[np.ndarray],
+    obj_rgb: np.ndarray,
+    obj_mask: np.ndarray,
+    top_left: tuple[int, int],
+    blur_sigma: float = 1.0,
+):
     """Alpha-blend an object crop onto `image` at `top_left` = (y, x); the object must lie inside the image.
 
     The alpha is the object mask blurred with a Gaussian of `blur_sigma` pixels (computed on the whole canvas, so it
@@ -86,13 +102,14 @@ def paste_instance(image: np.ndarray, masks: list[np.ndarray], obj_rgb: np.ndarr
     if y < 0 or x < 0 or y + h > H or x + w > W:
         raise ValueError(f"object of size {h}x{w} at {(y, x)} does not fit a {H}x{W} image")
     placed = np.zeros((H, W), bool)
-    placed[y:y + h, x:x + w] = obj_mask
+    placed[y : y + h, x : x + w] = obj_mask
     obj_canvas = np.zeros_like(image)
-    obj_canvas[y:y + h, x:x + w] = obj_rgb
-    if blur_sigma > 0:   # blur the colour premultiplied by the mask too, so the halo has the object's colours
+    obj_canvas[y : y + h, x : x + w] = obj_rgb
+    if blur_sigma > 0:  # blur the colour premultiplied by the mask too, so the halo has the object's colours
         alpha = blurred_alpha(placed, blur_sigma)
-        premult = cv2.GaussianBlur(obj_canvas.astype(np.float32) * placed[..., None], (0, 0), float(blur_sigma),
-                                   borderType=cv2.BORDER_CONSTANT)
+        premult = cv2.GaussianBlur(
+            obj_canvas.astype(np.float32) * placed[..., None], (0, 0), float(blur_sigma), borderType=cv2.BORDER_CONSTANT
+        )
         colour = np.where(alpha[..., None] > 1e-6, premult / np.maximum(alpha[..., None], 1e-6), 0.0)
         colour = np.where(placed[..., None], obj_canvas.astype(np.float32), colour)
     else:
@@ -116,8 +133,13 @@ class Instance:
     area_before: float = field(default=0.0)
 
 
-def compose_cut_paste(background: np.ndarray, instances: list[Instance], objects: list[tuple], rng: np.random.Generator,
-                      opts: CutPasteConfig):
+def compose_cut_paste(
+    background: np.ndarray,
+    instances: list[Instance],
+    objects: list[tuple],
+    rng: np.random.Generator,
+    opts: CutPasteConfig,
+):
     """Paste `objects` = [(rgb crop, mask crop, category id)] onto `background` in order (later ones on top).
 
     Each object gets a random size (longer side = U(scale) x background's shorter side, at most the background),
@@ -136,20 +158,26 @@ def compose_cut_paste(background: np.ndarray, instances: list[Instance], objects
         o_rgb, o_mask = transform_instance(rgb, mask, longer, flip)
         h, w = o_mask.shape
         y, x = int(rng.integers(0, H - h + 1)), int(rng.integers(0, W - w + 1))
-        image, new_mask, updated = paste_instance(image, [i.mask for i in instances], o_rgb, o_mask, (y, x),
-                                                  opts.blur_sigma)
+        image, new_mask, updated = paste_instance(
+            image, [i.mask for i in instances], o_rgb, o_mask, (y, x), opts.blur_sigma
+        )
         for inst, m in zip(instances, updated):
             inst.mask = m
         if new_mask.any():
             instances.append(Instance(new_mask, int(cat), True, float(new_mask.sum())))
             pasted += 1
-    keep = drop_occluded([i.mask for i in instances], [i.area_before for i in instances],
-                         opts.min_visible_area, opts.min_visible_fraction)
+    keep = drop_occluded(
+        [i.mask for i in instances],
+        [i.area_before for i in instances],
+        opts.min_visible_area,
+        opts.min_visible_fraction,
+    )
     kept = [i for i, k in zip(instances, keep) if k]
     return image, kept, {"pasted": pasted, "dropped": len(instances) - len(kept)}
 
 
 # ----------------------------------------------------------------------------------------------- the data
+
 
 class SourceData:
     """The real training set: images by id, usable instances by category, images loaded on demand (LRU cache)."""
@@ -190,20 +218,26 @@ class SourceData:
 class Plan:
     index: int
     main: dict
-    sources: list          # annotations to cut, main first
+    sources: list  # annotations to cut, main first
     background_id: int | None
     reason: str = ""
 
 
-def plan_image(index: int, main: list[dict], mixed_ids: list[int], data: SourceData, opts: CutPasteConfig,
-               seed: int) -> tuple[Plan, np.random.Generator]:
+def plan_image(
+    index: int, main: list[dict], mixed_ids: list[int], data: SourceData, opts: CutPasteConfig, seed: int
+) -> tuple[Plan, np.random.Generator]:
     """What image `index` pastes where (deterministic from seed + index); the rng continues into the paste."""
     rng = np.random.default_rng(int(seed) + int(index))
     cat = main[index // opts.images_per_category]
     pool = data.by_category.get(cat["id"], [])
     if not pool:
-        return Plan(index, cat, [], None, f"no source instance of main category {cat['name']!r} "
-                                          f"(none with area >= {opts.min_source_area})"), rng
+        return Plan(
+            index,
+            cat,
+            [],
+            None,
+            f"no source instance of main category {cat['name']!r} (none with area >= {opts.min_source_area})",
+        ), rng
     sources = [pool[int(rng.integers(len(pool)))]]
     for _ in range(opts.objects_per_image - 1):
         cid = mixed_ids[int(rng.integers(len(mixed_ids)))]
@@ -212,7 +246,7 @@ def plan_image(index: int, main: list[dict], mixed_ids: list[int], data: SourceD
     background_id = None
     if opts.background == "image":
         others = data.image_ids
-        for _ in range(8):   # another image than the main object's, when there is one
+        for _ in range(8):  # another image than the main object's, when there is one
             background_id = others[int(rng.integers(len(others)))]
             if background_id != sources[0]["image_id"] or len(others) == 1:
                 break
@@ -241,25 +275,29 @@ def make_image(plan: Plan, rng: np.random.Generator, data: SourceData, opts: Cut
 
 # ----------------------------------------------------------------------------------------------- the stage
 
+
 def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     """The `generate` stage for `augmenter=cut_paste`: writes run_dir/synthetic/{images/, annotations.json,
     gallery.jpg}, logs to `tracker` and returns counts."""
+    from omegaconf import OmegaConf
     from tqdm import tqdm
 
-    from omegaconf import OmegaConf
-
-    opts = OmegaConf.to_object(cfg.augmenter)   # values and ranges checked at composition (mfexp.config)
+    opts = OmegaConf.to_object(cfg.augmenter)  # values and ranges checked at composition (mfexp.config)
     files = prepare_dataset(cfg.dataset)
     data = SourceData(files["train_json"], files["train_images"], opts.min_source_area)
     main = select_categories(data.categories, opts.main_frequency, "augmenter.main_frequency")
     if not any(data.by_category.get(c["id"]) for c in main):
-        raise ValueError(f"augmenter.main_frequency={list(opts.main_frequency)}: no instance (area >= "
-                         f"{opts.min_source_area} px) of the {len(main)} selected categories in the train set")
+        raise ValueError(
+            f"augmenter.main_frequency={list(opts.main_frequency)}: no instance (area >= "
+            f"{opts.min_source_area} px) of the {len(main)} selected categories in the train set"
+        )
     mixed = select_categories(data.categories, opts.mixed_frequency, "augmenter.mixed_frequency")
     mixed_ids = [c["id"] for c in mixed if data.by_category.get(c["id"])]
     if opts.objects_per_image > 1 and not mixed_ids:
-        raise ValueError(f"augmenter.mixed_frequency={list(opts.mixed_frequency)}: no instance (area >= "
-                         f"{opts.min_source_area} px) of the selected categories in the train set")
+        raise ValueError(
+            f"augmenter.mixed_frequency={list(opts.mixed_frequency)}: no instance (area >= "
+            f"{opts.min_source_area} px) of the selected categories in the train set"
+        )
     total = len(main) * opts.images_per_category
     if opts.max_images is not None:
         total = min(total, opts.max_images)
@@ -267,11 +305,16 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         return {}
 
     out = RunPaths(run_dir).synthetic
-    if out.exists():   # another augmenter's or an unfinished run's output
+    if out.exists():  # another augmenter's or an unfinished run's output
         shutil.rmtree(out)
     seed = int(cfg.seed)
-    log.info("Cut-and-Paste: %d images (%d main categories x %d, %d object(s) each)", total, len(main),
-             opts.images_per_category, opts.objects_per_image)
+    log.info(
+        "Cut-and-Paste: %d images (%d main categories x %d, %d object(s) each)",
+        total,
+        len(main),
+        opts.images_per_category,
+        opts.objects_per_image,
+    )
     images, annotations, reasons, shown = [], [], Counter(), []
     names = {c["id"]: c["name"] for c in data.categories}
     counts, missing = Counter(), set()
@@ -294,22 +337,48 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         name = f"{i:07d}.jpg"
         atomic_write_bytes(out / "images" / name, encode_jpeg(image, opts.jpeg_quality))
         images.append(image_record(image_id, name, image.shape[0], image.shape[1]))
-        annotations += [mask_annotation(k.mask, image_id * MAX_INSTANCES_PER_IMAGE + n, image_id, k.category_id)
-                        for n, k in enumerate(kept)]
+        annotations += [
+            mask_annotation(k.mask, image_id * MAX_INSTANCES_PER_IMAGE + n, image_id, k.category_id)
+            for n, k in enumerate(kept)
+        ]
         if len(shown) < opts.gallery_size:
-            shown.append((image, [k.mask for k in kept],
-                          [("*" if k.pasted else "") + names.get(k.category_id, "?") for k in kept]))
+            shown.append(
+                (
+                    image,
+                    [k.mask for k in kept],
+                    [("*" if k.pasted else "") + names.get(k.category_id, "?") for k in kept],
+                )
+            )
     skipped = total - len(images)
-    summary = {"images": total, "kept": len(images), "skipped": skipped, "instances": len(annotations),
-               "pasted": counts["pasted"], "dropped_occluded": counts["dropped"], "skip_reasons": dict(reasons)}
+    summary = {
+        "images": total,
+        "kept": len(images),
+        "skipped": skipped,
+        "instances": len(annotations),
+        "pasted": counts["pasted"],
+        "dropped_occluded": counts["dropped"],
+        "skip_reasons": dict(reasons),
+    }
     if reasons:
-        log.warning("Cut-and-Paste: skipped %d of %d images: %s", skipped, total,
-                    ", ".join(f"{n} {k}" for k, n in reasons.most_common()))
-    atomic_write_json(out / "annotations.json",
-                      lvis_file(images, annotations, data.categories, info={"generator": "cut_paste", **summary}))
+        log.warning(
+            "Cut-and-Paste: skipped %d of %d images: %s",
+            skipped,
+            total,
+            ", ".join(f"{n} {k}" for k, n in reasons.most_common()),
+        )
+    atomic_write_json(
+        out / "annotations.json",
+        lvis_file(images, annotations, data.categories, info={"generator": "cut_paste", **summary}),
+    )
     atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage([overlay(*item) for item in shown]), 90))
-    log.info("Cut-and-Paste: kept %d of %d images (%d instances, %d pasted, %d occluded instances dropped)",
-             len(images), total, len(annotations), counts["pasted"], counts["dropped"])
+    log.info(
+        "Cut-and-Paste: kept %d of %d images (%d instances, %d pasted, %d occluded instances dropped)",
+        len(images),
+        total,
+        len(annotations),
+        counts["pasted"],
+        counts["dropped"],
+    )
     tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
     tracker.log_instances("generate/masks", shown)
     tracker.log_table("generate/skip_reasons", [{"reason": k, "images": n} for k, n in reasons.items()])

@@ -4,6 +4,7 @@ Each mosaic i is planned and seeded from `seed + i` alone, so any sharding over 
 Finished mosaics leave `synthetic/parts/<i>.json` (written atomically after their image), so a killed run re-run
 with the same config continues where it stopped; rank 0 then merges the parts into `synthetic/annotations.json`.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ from mfexp.callbacks import StopOnSigterm
 from mfexp.data import config_hash, prepare_dataset
 from mfexp.draw import gallery_items, write_gallery
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
-from mfexp.lvis import (SYNTHETIC_IMAGE_ID_BASE, image_record, load_categories, lvis_file, mask_annotation,
-                        select_categories)
+from mfexp.lvis import (
+    SYNTHETIC_IMAGE_ID_BASE,
+    image_record,
+    load_categories,
+    lvis_file,
+    mask_annotation,
+    select_categories,
+)
 from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, set_scheduler
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
 from mfexp.runpaths import RunPaths
@@ -38,15 +45,23 @@ def part_path(parts: Path, index: int) -> Path:
 def write_part(out: Path, result: MosaicResult, jpeg_quality: int) -> None:
     """Image first, then its part record: a part file on disk means the mosaic is complete."""
     plan = result.plan
-    record = {"index": plan.index, "reason": result.reason, "prompts": plan.prompts,
-              "categories": [c["id"] for c in plan.categories], "image": None, "annotations": []}
+    record = {
+        "index": plan.index,
+        "reason": result.reason,
+        "prompts": plan.prompts,
+        "categories": [c["id"] for c in plan.categories],
+        "image": None,
+        "annotations": [],
+    }
     if result.kept:
         image_id = SYNTHETIC_IMAGE_ID_BASE + plan.index
         name = f"{plan.index:07d}.jpg"
         atomic_write_bytes(out / "images" / name, encode_jpeg(result.image, jpeg_quality))
         record["image"] = image_record(image_id, name, plan.layout.height, plan.layout.width)
-        record["annotations"] = [mask_annotation(m, image_id * 100 + r, image_id, c["id"])
-                                 for r, (m, c) in enumerate(zip(result.masks, plan.categories))]
+        record["annotations"] = [
+            mask_annotation(m, image_id * 100 + r, image_id, c["id"])
+            for r, (m, c) in enumerate(zip(result.masks, plan.categories))
+        ]
     atomic_write_json(part_path(out / "parts", plan.index), record)
 
 
@@ -68,7 +83,7 @@ class MosaicIndices(pl.LightningDataModule):
         self.pending, self.batch_size = pending, batch_size
 
     def predict_dataloader(self):
-        shard = self.pending[self.trainer.global_rank::self.trainer.world_size]
+        shard = self.pending[self.trainer.global_rank :: self.trainer.world_size]
         return DataLoader(shard, batch_size=self.batch_size, collate_fn=list, shuffle=False)
 
 
@@ -87,8 +102,10 @@ def fingerprint(cfg) -> str:
     positive controls of ``generator.corrupt``, applied afterwards)."""
     from omegaconf import OmegaConf
 
-    picked = {k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed
-              for k in ("generator", "seed", "dataset")}
+    picked = {
+        k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed
+        for k in ("generator", "seed", "dataset")
+    }
     picked["generator"].pop("corrupt", None)
     return config_hash(OmegaConf.create(picked), ("generator", "seed", "dataset"))
 
@@ -102,8 +119,13 @@ def reason_kind(reason: str) -> str:
 
 def trainer_kwargs(cfg) -> dict:
     t = cfg.trainer
-    return dict(accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
-                enable_progress_bar=t.enable_progress_bar)
+    return dict(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        enable_progress_bar=t.enable_progress_bar,
+    )
 
 
 def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
@@ -133,16 +155,30 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     stamp_file.write_text(stamp)
     done = {int(p.stem) for p in parts.glob("*.json")}
     pending = [i for i in range(total) if i not in done]
-    log.info("MosaicFusion: %d mosaics (%d main categories x %d, N=%d), %d already done, %d to make",
-             total, len(main), gcfg.images_per_category, gcfg.num_objects, total - len(pending), len(pending))
+    log.info(
+        "MosaicFusion: %d mosaics (%d main categories x %d, N=%d), %d already done, %d to make",
+        total,
+        len(main),
+        gcfg.images_per_category,
+        gcfg.num_objects,
+        total - len(pending),
+        len(pending),
+    )
     if pending:
-        trainer = pl.Trainer(**trainer_kwargs(cfg), logger=False, use_distributed_sampler=False,
-                             callbacks=[PartWriter(out, gcfg.jpeg_quality), StopOnSigterm()])
-        trainer.predict(MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
-                        datamodule=MosaicIndices(pending, int(gcfg.batch_size)), return_predictions=False)
+        trainer = pl.Trainer(
+            **trainer_kwargs(cfg),
+            logger=False,
+            use_distributed_sampler=False,
+            callbacks=[PartWriter(out, gcfg.jpeg_quality), StopOnSigterm()],
+        )
+        trainer.predict(
+            MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
+            datamodule=MosaicIndices(pending, int(gcfg.batch_size)),
+            return_predictions=False,
+        )
         trainer.strategy.barrier()
         if not trainer.is_global_zero:
-            trainer.strategy.barrier()   # wait for rank 0's merge
+            trainer.strategy.barrier()  # wait for rank 0's merge
             return {}
         summary = merge_parts(out, total, categories, gcfg)
         trainer.strategy.barrier()
@@ -158,10 +194,10 @@ def log_summary(tracker: Tracker, summary: dict, out: Path, categories: list, co
         return
     tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
     data = json.loads((out / "annotations.json").read_text())
-    tracker.log_instances("generate/masks", gallery_items(out, data["images"], data["annotations"], categories,
-                                                             count))
-    tracker.log_table("generate/skip_reasons", [{"reason": k, "mosaics": n}
-                                                for k, n in summary["skip_reasons"].items()])
+    tracker.log_instances("generate/masks", gallery_items(out, data["images"], data["annotations"], categories, count))
+    tracker.log_table(
+        "generate/skip_reasons", [{"reason": k, "mosaics": n} for k, n in summary["skip_reasons"].items()]
+    )
 
 
 def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
@@ -177,12 +213,23 @@ def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
         else:
             images.append(record["image"])
             annotations.extend(record["annotations"])
-    summary = {"mosaics": total, "kept": len(images), "skipped": total - len(images),
-               "instances": len(annotations), "skip_reasons": dict(reasons)}
-    atomic_write_json(out / "annotations.json",
-                      lvis_file(images, annotations, categories, info={"generator": "mosaicfusion", **summary}))
+    summary = {
+        "mosaics": total,
+        "kept": len(images),
+        "skipped": total - len(images),
+        "instances": len(annotations),
+        "skip_reasons": dict(reasons),
+    }
+    atomic_write_json(
+        out / "annotations.json",
+        lvis_file(images, annotations, categories, info={"generator": "mosaicfusion", **summary}),
+    )
     write_gallery(out, images, annotations, categories, int(gcfg.gallery_size))
-    log.info("MosaicFusion: kept %d of %d mosaics (%d instances); skipped: %s", len(images), total,
-             len(annotations), ", ".join(f"{n} {k}" for k, n in reasons.most_common()) or "none")
+    log.info(
+        "MosaicFusion: kept %d of %d mosaics (%d instances); skipped: %s",
+        len(images),
+        total,
+        len(annotations),
+        ", ".join(f"{n} {k}" for k, n in reasons.most_common()) or "none",
+    )
     return summary
-

@@ -1,5 +1,6 @@
 """`augmenter=none`: no synthetic set, the detector trains on the real data only (also the generate stage of
 `augmenter=copy_paste`, whose augmentation happens in the training pipeline)."""
+
 from __future__ import annotations
 
 import logging

@@ -13,6 +13,7 @@ counts (rare 1-10, common 11-100, frequent >100). ``novel`` categories never occ
 are listed in the top-level key ``novel_category_ids`` of both files (``frequency: r``, ``image_count: 0``).
 Categories carry the training counts in both files, as in LVIS.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,9 +21,10 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -87,14 +89,18 @@ def _validate(p: dict[str, Any]) -> None:
     if int(p["num_novel"]) < 0 or int(p["num_novel"]) >= k:
         raise ValueError(f"toyworld num_novel={p['num_novel']} must be in [0, {k - 1}] for {k} categories")
     if not 1 <= int(p["min_instances"]) <= int(p["max_instances"]):
-        raise ValueError(f"toyworld needs 1 <= min_instances <= max_instances, got {p['min_instances']}, {p['max_instances']}")
+        raise ValueError(
+            f"toyworld needs 1 <= min_instances <= max_instances, got {p['min_instances']}, {p['max_instances']}"
+        )
     if int(p["image_size"]) < 16:
         raise ValueError(f"toyworld image_size must be >= 16 pixels, got {p['image_size']}")
     lo, hi = (float(x) for x in p["object_scale"])
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"toyworld object_scale must satisfy 0 < min <= max <= 1, got {p['object_scale']}")
     if lo * int(p["image_size"]) < 6:
-        raise ValueError(f"toyworld objects would be under 6 pixels: object_scale[0] * image_size = {lo * int(p['image_size'])}")
+        raise ValueError(
+            f"toyworld objects would be under 6 pixels: object_scale[0] * image_size = {lo * int(p['image_size'])}"
+        )
     base = k - int(p["num_novel"])
     if base > int(p["num_train_images"]) * int(p["max_instances"]):
         raise ValueError(
@@ -260,7 +266,9 @@ def _generate(p: dict, root: Path) -> None:
     cats = build_categories(p["colours"], p["shapes"])
     k = len(cats)
     cat_shapes = [split_name(c["name"])[1] for c in cats]
-    novel = np.sort(rng.choice(k, size=int(p["num_novel"]), replace=False)) if int(p["num_novel"]) else np.array([], int)
+    novel = (
+        np.sort(rng.choice(k, size=int(p["num_novel"]), replace=False)) if int(p["num_novel"]) else np.array([], int)
+    )
     is_base = np.ones(k, dtype=bool)
     is_base[novel] = False
 
@@ -292,7 +300,11 @@ def _generate(p: dict, root: Path) -> None:
     novel_ids = [int(cats[c]["id"]) for c in novel]
 
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    info = {"description": "mfexp toy world (procedural LVIS v1-format benchmark)", "version": DATASET_VERSION, "params": p}
+    info = {
+        "description": "mfexp toy world (procedural LVIS v1-format benchmark)",
+        "version": DATASET_VERSION,
+        "params": p,
+    }
     for split, layout, id_off, ann_off in (
         ("train", train_layout, 0, 0),
         ("val", val_layout, VAL_IMAGE_ID_OFFSET, VAL_ANN_ID_OFFSET),
@@ -327,7 +339,9 @@ def prepare_toyworld(cfg: Mapping) -> dict[str, str]:
     ``cfg.cache_dir`` (default ``~/.cache/mfexp``) holds ``toyworld/<config hash>/``; other keys: see ``DEFAULTS``.
     """
     params = _params(cfg)
-    cache_dir = (cfg.get("cache_dir") if cfg is not None else None) or os.path.join(os.path.expanduser("~"), ".cache", "mfexp")
+    cache_dir = (cfg.get("cache_dir") if cfg is not None else None) or os.path.join(
+        os.path.expanduser("~"), ".cache", "mfexp"
+    )
     root = Path(str(cache_dir)).expanduser() / "toyworld" / config_hash(params)
     if (root / "annotations" / "lvis_v1_val.json").is_file():
         return _paths(root)

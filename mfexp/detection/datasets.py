@@ -6,6 +6,7 @@ have no ``file_name``); class labels follow the *sorted* category ids, so a real
 category set get the same labels whatever their order; class names come from the file (``metainfo``).
 ``MfexpCopyPaste`` is mmdet's ``CopyPaste`` transform with its source index kept inside the dataset.
 """
+
 from __future__ import annotations
 
 import copy

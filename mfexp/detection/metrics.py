@@ -1,4 +1,5 @@
 """LVIS metrics through lvis-api (``LVISEval``): mask and box AP, APr/APc/APf, and AP on novel categories."""
+
 from __future__ import annotations
 
 import copy
@@ -23,7 +24,8 @@ def novel_category_ids(train: dict, val: dict | None = None) -> list[int]:
 
 
 def _mean_precision(s: np.ndarray) -> float:
-    """Mean of the valid (> -1) entries of a slice of LVISEval's precision array, as LVISEval averages AP; -1 if none."""
+    """Mean of the valid (> -1) entries of a slice of LVISEval's precision array, as LVISEval averages AP;
+    -1 if none."""
     return float(np.mean(s[s > -1])) if (s > -1).any() else -1.0
 
 
@@ -87,8 +89,15 @@ def per_category_rows(per_category: list[dict], train: dict, novel_ids) -> list[
         images[a["category_id"]].add(a["image_id"])
     cats = {c["id"]: c for c in train["categories"]}
     novel = set(novel_ids)
-    return [{"category_id": r["category_id"], "name": cats.get(r["category_id"], {}).get("name", ""),
-             "frequency": cats.get(r["category_id"], {}).get("frequency", ""),
-             "novel": r["category_id"] in novel, "train_images": len(images[r["category_id"]]),
-             "AP": r["AP"], "bbox_AP": r["bbox_AP"]} for r in per_category]
-
+    return [
+        {
+            "category_id": r["category_id"],
+            "name": cats.get(r["category_id"], {}).get("name", ""),
+            "frequency": cats.get(r["category_id"], {}).get("frequency", ""),
+            "novel": r["category_id"] in novel,
+            "train_images": len(images[r["category_id"]]),
+            "AP": r["AP"],
+            "bbox_AP": r["bbox_AP"],
+        }
+        for r in per_category
+    ]

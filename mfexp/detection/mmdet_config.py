@@ -4,7 +4,8 @@ Rules (so a Hydra detector file only states differences):
 - ``base`` is ``mmdet::<path under mmdet's configs>`` or a file path; ``overrides`` is a mapping of dotted keys
   (or nested mappings) merged with mmengine's ``Config.merge_from_dict`` (``a.0.b`` indexes lists).
 - The class count, datasets, batch size and iteration count always come from the run (data files, ``batch_size``
-  as the *total* over devices, ``max_iters``); ``pretrained`` sets the backbone's ``init_cfg`` (a ``.safetensors`` file of backbone weights is loaded by
+  as the *total* over devices, ``max_iters``); ``pretrained`` sets the backbone's ``init_cfg``
+  (a ``.safetensors`` file of backbone weights is loaded by
   ``DetectorModule`` instead, every key checked).
 - The run's length is ``epochs`` or ``max_iters`` (exactly one of them set; Lightning drives the loop with
   ``max_steps``, so the config always holds an ``IterBasedTrainLoop``). ``epochs`` counts passes over the
@@ -20,6 +21,7 @@ Rules (so a Hydra detector file only states differences):
   repeat-factor wrapper applies ``CopyPaste`` (``MfexpCopyPaste``) and packs.
 - YAML has no tuples: ``scale``/``scales`` in pipelines are turned back into tuples.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,7 +66,7 @@ def _iteration_schedules(schedulers: list, max_iters: int, max_epochs: int | Non
                 raise ValueError(f"param_scheduler {s.type} is epoch-based but train_cfg has no max_epochs")
             epoch = max_iters / max_epochs
             s.begin = round(s.get("begin", 0) * epoch)
-            end = s.get("end") if s.get("end") is not None else max_epochs   # null end: the whole run
+            end = s.get("end") if s.get("end") is not None else max_epochs  # null end: the whole run
             s.end = round(min(end, max_epochs) * epoch)
             if "milestones" in s:
                 s.milestones = [round(m * epoch) for m in s.milestones]
@@ -80,8 +82,10 @@ def run_length(det: DictConfig, train_size: int | None = None) -> tuple[int, int
     ``ceil(ceil(len / world) / (batch / world)) = ceil(len / batch)`` batches per epoch)."""
     epochs, max_iters = det.get("epochs"), det.get("max_iters")
     if (epochs is None) == (max_iters is None):
-        raise ValueError(f"detector.epochs={epochs} and detector.max_iters={max_iters}: set exactly one, the other "
-                         "null (e.g. detector.epochs=null detector.max_iters=1000)")
+        raise ValueError(
+            f"detector.epochs={epochs} and detector.max_iters={max_iters}: set exactly one, the other "
+            "null (e.g. detector.epochs=null detector.max_iters=1000)"
+        )
     if epochs is None:
         if int(max_iters) < 1:
             raise ValueError(f"detector.max_iters={max_iters} must be >= 1")
@@ -104,9 +108,9 @@ def train_set_size(dataset_cfg) -> int:
 
     from mfexp.detection import datasets as _datasets  # noqa: F401  (registers MfexpLVISDataset & co.)
 
-    register_all_modules()   # sets mmdet as the default scope, as mfexp.detection.module does
+    register_all_modules()  # sets mmdet as the default scope, as mfexp.detection.module does
     node = ConfigDict(dataset_cfg)
-    while node.get("type") == "MultiImageMixDataset":   # mixing wrappers keep the length of what they wrap
+    while node.get("type") == "MultiImageMixDataset":  # mixing wrappers keep the length of what they wrap
         node = ConfigDict(node.dataset)
     return len(DATASETS.build(node))
 
@@ -116,8 +120,10 @@ def train_datasets(train_data: str, real: dict, synthetic: dict | None, syntheti
     if train_data not in TRAIN_DATA:
         raise ValueError(f"train_data={train_data!r}: choose one of {', '.join(TRAIN_DATA)}")
     if train_data == "synthetic" and synthetic is None:
-        raise ValueError("train_data=synthetic, but this run has no synthetic set (run the generate stage with an "
-                         "augmenter that makes one, e.g. augmenter=mosaicfusion, or set generate.reuse=RUN_FOLDER)")
+        raise ValueError(
+            "train_data=synthetic, but this run has no synthetic set (run the generate stage with an "
+            "augmenter that makes one, e.g. augmenter=mosaicfusion, or set generate.reuse=RUN_FOLDER)"
+        )
     if synthetic_repeat < 1 and train_data == "synthetic":
         raise ValueError(f"train_data=synthetic needs detector.synthetic_repeat >= 1, got {synthetic_repeat}")
     real_part = [real] if train_data in ("real", "both") else []
@@ -125,9 +131,18 @@ def train_datasets(train_data: str, real: dict, synthetic: dict | None, syntheti
     return real_part + syn_part
 
 
-def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synthetic: dict | None = None,
-                    world_size: int = 1, *, train_data: str = "both", copy_paste: dict | None = None,
-                    train_size: int | None = None, training: bool = True) -> Config:
+def detector_config(
+    det: DictConfig,
+    files: dict,
+    classes: tuple[str, ...],
+    synthetic: dict | None = None,
+    world_size: int = 1,
+    *,
+    train_data: str = "both",
+    copy_paste: dict | None = None,
+    train_size: int | None = None,
+    training: bool = True,
+) -> Config:
     """Build the run's MMDetection config.
 
     Args:
@@ -158,7 +173,7 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
     if pretrained and str(pretrained).endswith(".safetensors"):
         if not Path(pretrained).is_file():
             raise FileNotFoundError(f"detector.pretrained={pretrained}: no such backbone weights file")
-        cfg.mfexp_backbone_weights = os.path.abspath(pretrained)   # loaded by DetectorModule, strictly
+        cfg.mfexp_backbone_weights = os.path.abspath(pretrained)  # loaded by DetectorModule, strictly
     elif pretrained:
         cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=pretrained)
 
@@ -170,15 +185,24 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
     metainfo = dict(classes=classes)
 
     def lvis(ann_file, images, pipeline, **kw):
-        return dict(type="MfexpLVISDataset", data_root="", ann_file=os.path.abspath(ann_file),
-                    data_prefix=dict(img=os.path.abspath(images) + os.sep), metainfo=metainfo, pipeline=pipeline, **kw)
+        return dict(
+            type="MfexpLVISDataset",
+            data_root="",
+            ann_file=os.path.abspath(ann_file),
+            data_prefix=dict(img=os.path.abspath(images) + os.sep),
+            metainfo=metainfo,
+            pipeline=pipeline,
+            **kw,
+        )
 
     workers = int(det.num_workers)
     if training:
         loader = cfg.train_dataloader
         if loader.dataset.get("type") != "ClassBalancedDataset":
-            raise ValueError(f"{det.base}: expected an LVIS train set wrapped in ClassBalancedDataset (repeat-factor "
-                             f"sampling), got {loader.dataset.get('type')}")
+            raise ValueError(
+                f"{det.base}: expected an LVIS train set wrapped in ClassBalancedDataset (repeat-factor "
+                f"sampling), got {loader.dataset.get('type')}"
+            )
         filter_cfg = loader.dataset.dataset.get("filter_cfg")
         pipeline, mix = cfg.train_pipeline, None
         if copy_paste:
@@ -187,7 +211,7 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
         syn = lvis(synthetic["json"], synthetic["images"], pipeline, filter_cfg=filter_cfg) if synthetic else None
         parts = train_datasets(train_data, real, syn, int(det.synthetic_repeat))
         loader.dataset.dataset = parts[0] if len(parts) == 1 else dict(type="ConcatLVISDataset", datasets=parts)
-        if mix:   # CopyPaste draws its source from the repeat-factor-expanded set
+        if mix:  # CopyPaste draws its source from the repeat-factor-expanded set
             loader.dataset = dict(type="MultiImageMixDataset", dataset=loader.dataset, pipeline=mix)
         if loader.get("batch_sampler", {}).get("type") == "AspectRatioBatchSampler":
             loader.batch_sampler.type = "EpochAspectRatioBatchSampler"  # its epoch-safe version (datasets.py)
@@ -198,9 +222,12 @@ def detector_config(det: DictConfig, files: dict, classes: tuple[str, ...], synt
             cfg.pop(key, None)
 
     for name in ("val_dataloader", "test_dataloader"):
-        cfg[name].update(dataset=lvis(files["val_json"], files["val_images"], cfg.test_pipeline, test_mode=True),
-                         batch_size=int(det.eval_batch_size), num_workers=workers,
-                         persistent_workers=workers > 0)
+        cfg[name].update(
+            dataset=lvis(files["val_json"], files["val_images"], cfg.test_pipeline, test_mode=True),
+            batch_size=int(det.eval_batch_size),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
     for name in ("val_evaluator", "test_evaluator"):
         cfg[name].ann_file = os.path.abspath(files["val_json"])
     cfg.randomness = dict(seed=None)  # seeds come from the run (cfg.seed)

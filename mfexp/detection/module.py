@@ -1,5 +1,6 @@
 """Lightning wrapper around an MMDetection detector: the model, its optimizer/LR schedule and its data loaders all
 come from the MMDetection config; Lightning supplies the loop, devices (DDP), precision and checkpoints."""
+
 from __future__ import annotations
 
 import logging
@@ -7,18 +8,18 @@ import logging
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
+from mmdet.registry import MODELS
+from mmdet.structures.mask import encode_mask_results
+from mmdet.utils import register_all_modules
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS
 from mmengine.runner import Runner
-from mmdet.registry import MODELS
-from mmdet.structures.mask import encode_mask_results
-from mmdet.utils import register_all_modules
 
 register_all_modules()
-from mfexp.fileio import atomic_path  # noqa: E402
 from mfexp.detection import datasets as _datasets  # noqa: E402,F401  (registers our dataset pieces)
+from mfexp.fileio import atomic_path  # noqa: E402
 
 
 class DetectorModule(pl.LightningModule):
@@ -74,8 +75,11 @@ class DetectorModule(pl.LightningModule):
         data = self.model.data_preprocessor(batch, True)
         losses = self.model(**data, mode="loss")
         loss, log_vars = self.model.parse_losses(losses)
-        self.log_dict({f"train/{k}": torch.as_tensor(v).detach() for k, v in log_vars.items()}, prog_bar=False,
-                      batch_size=len(batch["inputs"]))
+        self.log_dict(
+            {f"train/{k}": torch.as_tensor(v).detach() for k, v in log_vars.items()},
+            prog_bar=False,
+            batch_size=len(batch["inputs"]),
+        )
         self.log("lr", self.optimizers().param_groups[0]["lr"], batch_size=len(batch["inputs"]))
         return loss
 
@@ -92,8 +96,12 @@ class DetectorModule(pl.LightningModule):
             dets = []
             for box, score, label, rle in zip(boxes, p.scores.float().cpu().tolist(), p.labels.cpu().tolist(), masks):
                 x1, y1, x2, y2 = (float(v) for v in box)
-                d = dict(image_id=int(s.img_id), category_id=int(cat_ids[label]), bbox=[x1, y1, x2 - x1, y2 - y1],
-                         score=float(score))
+                d = dict(
+                    image_id=int(s.img_id),
+                    category_id=int(cat_ids[label]),
+                    bbox=[x1, y1, x2 - x1, y2 - y1],
+                    score=float(score),
+                )
                 if rle is not None:
                     d["segmentation"] = dict(size=list(rle["size"]), counts=rle["counts"].decode())
                 dets.append(d)
@@ -131,8 +139,10 @@ def load_backbone(backbone: torch.nn.Module, path: str) -> None:
     own = backbone.state_dict()
     bad = sorted(set(own) ^ set(state)) + sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if bad:
-        raise ValueError(f"backbone weights {path} do not fit this backbone ({len(bad)} keys differ, e.g. {bad[:3]}); "
-                         "were they trained for another detector.overrides.model.backbone?")
+        raise ValueError(
+            f"backbone weights {path} do not fit this backbone ({len(bad)} keys differ, e.g. {bad[:3]}); "
+            "were they trained for another detector.overrides.model.backbone?"
+        )
     backbone.load_state_dict(state)
 
 
@@ -145,21 +155,27 @@ def load_weights(module: DetectorModule, path: str) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     meta = ckpt.get("mfexp") if isinstance(ckpt, dict) else None
     want = module.meta
-    if meta is not None and (meta.get("detector"), meta.get("category_ids")) != (want["detector"],
-                                                                                 want["category_ids"]):
-        raise ValueError(f"checkpoint {path} is from detector {meta.get('detector')!r} with "
-                         f"{len(meta.get('category_ids', []))} categories; this run uses {want['detector']!r} with "
-                         f"{len(want['category_ids'])} categories")
+    if meta is not None and (meta.get("detector"), meta.get("category_ids")) != (
+        want["detector"],
+        want["category_ids"],
+    ):
+        raise ValueError(
+            f"checkpoint {path} is from detector {meta.get('detector')!r} with "
+            f"{len(meta.get('category_ids', []))} categories; this run uses {want['detector']!r} with "
+            f"{len(want['category_ids'])} categories"
+        )
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
     if state and all(k.startswith("model.") for k in state):
-        state = {k[len("model."):]: v for k, v in state.items()}
+        state = {k[len("model.") :]: v for k, v in state.items()}
     own = module.model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
     if missing or unexpected or shape:
-        raise ValueError(f"checkpoint {path} does not fit detector {want['detector']!r}: {len(missing)} missing, "
-                         f"{len(unexpected)} unexpected, {len(shape)} mis-shaped weights (e.g. "
-                         f"{(missing + unexpected + shape)[:3]})")
+        raise ValueError(
+            f"checkpoint {path} does not fit detector {want['detector']!r}: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(shape)} mis-shaped weights (e.g. "
+            f"{(missing + unexpected + shape)[:3]})"
+        )
     module.model.load_state_dict(state)
     return meta or {}

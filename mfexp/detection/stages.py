@@ -13,6 +13,7 @@ Files: ``train/config.py`` (resolved MMDetection config), ``train/checkpoints/la
 frequency group, novelty and real train images) and ``evaluate/per_category_ap.png`` (AP along the long tail),
 ``metrics.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,14 @@ def make_trainer(cfg, tracker: Tracker, log_dir: Path | None = None, **kwargs) -
     loggers = [CSVLogger(log_dir, name="", version="")] if log_dir else []
     loggers += [tracker.lightning_logger()] if tracker else []
     callbacks = kwargs.pop("callbacks", []) + ([RunProgressBar()] if args.get("enable_progress_bar", True) else [])
-    return pl.Trainer(**args, logger=loggers or False, use_distributed_sampler=False, plugins=[AtomicCheckpointIO()],
-                      callbacks=callbacks, **kwargs)
+    return pl.Trainer(
+        **args,
+        logger=loggers or False,
+        use_distributed_sampler=False,
+        plugins=[AtomicCheckpointIO()],
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 def train_data(cfg) -> str:
@@ -83,16 +90,24 @@ def train_data(cfg) -> str:
     return str(cfg.train_data)
 
 
-def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: int = 1,
-                   init_weights: bool = True, training: bool = True) -> tuple[DetectorModule, dict]:
+def build_detector(
+    cfg,
+    files: dict,
+    synthetic: dict | None = None,
+    world_size: int = 1,
+    init_weights: bool = True,
+    training: bool = True,
+) -> tuple[DetectorModule, dict]:
     """Validate the data files and build the LightningModule; returns ``(module, info)`` with the parsed files.
     ``training=False`` (evaluation) leaves the training data and schedule out of the MMDetection config."""
     patch_all()
     real = read_lvis_json(files["train_json"], "train annotations")
     val = read_lvis_json(files["val_json"], "val annotations")
     if {c["id"] for c in val["categories"]} != {c["id"] for c in real["categories"]}:
-        raise ValueError(f"val annotations {files['val_json']} and train annotations {files['train_json']} "
-                         "have different category lists")
+        raise ValueError(
+            f"val annotations {files['val_json']} and train annotations {files['train_json']} "
+            "have different category lists"
+        )
     syn = None
     if synthetic:
         syn = read_lvis_json(synthetic["json"], "synthetic annotations")
@@ -100,8 +115,16 @@ def build_detector(cfg, files: dict, synthetic: dict | None = None, world_size: 
     classes = class_names(real)
     copy_paste = OmegaConf.select(cfg, "augmenter.copy_paste", default=None)
     copy_paste = OmegaConf.to_container(copy_paste, resolve=True) if copy_paste else None
-    mm_cfg = detector_config(cfg.detector, files, classes, synthetic if syn else None, world_size,
-                             train_data=train_data(cfg), copy_paste=copy_paste, training=training)
+    mm_cfg = detector_config(
+        cfg.detector,
+        files,
+        classes,
+        synthetic if syn else None,
+        world_size,
+        train_data=train_data(cfg),
+        copy_paste=copy_paste,
+        training=training,
+    )
     meta = dict(detector=cfg.detector.name, category_ids=sorted(c["id"] for c in real["categories"]))
     module = DetectorModule(mm_cfg, meta, seed=int(cfg.seed), init_weights=init_weights)
     return module, dict(train=real, val=val, synthetic=syn)
@@ -117,10 +140,18 @@ def train(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     det = cfg.detector
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     files = dataset_files(cfg)
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=int(det.checkpoint_every), save_last=True,
-                                 save_top_k=0)
-    trainer = make_trainer(cfg, tracker, paths.train, max_epochs=-1, callbacks=[checkpoint],
-                           default_root_dir=str(paths.train), num_sanity_val_steps=0)
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, every_n_train_steps=int(det.checkpoint_every), save_last=True, save_top_k=0
+    )
+    trainer = make_trainer(
+        cfg,
+        tracker,
+        paths.train,
+        max_epochs=-1,
+        callbacks=[checkpoint],
+        default_root_dir=str(paths.train),
+        num_sanity_val_steps=0,
+    )
     synthetic = synthetic_files(run_dir)
     module, info = build_detector(cfg, files, synthetic, trainer.world_size)
     if info["synthetic"] and train_data(cfg) != "real":
@@ -136,9 +167,16 @@ def train(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     used = train_data(cfg)
     n_real = len(info["train"]["images"]) if used != "synthetic" else 0
     n_syn = len(info["synthetic"]["images"]) if info["synthetic"] and used != "real" else 0
-    return dict(checkpoint=str(last), steps=int(trainer.global_step), seconds=round(time.time() - start, 1),
-                train_data=used, train_images=n_real, synthetic_images=n_syn,
-                max_iters=int(module.mm_cfg.train_cfg.max_iters), **module.mm_cfg.get("mfexp_schedule", {}))
+    return dict(
+        checkpoint=str(last),
+        steps=int(trainer.global_step),
+        seconds=round(time.time() - start, 1),
+        train_data=used,
+        train_images=n_real,
+        synthetic_images=n_syn,
+        max_iters=int(module.mm_cfg.train_cfg.max_iters),
+        **module.mm_cfg.get("mfexp_schedule", {}),
+    )
 
 
 def _resumable(last: Path, module: DetectorModule) -> str | None:
@@ -169,8 +207,9 @@ def evaluate(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     det = cfg.detector
     ckpt = cfg.evaluate.checkpoint or paths.last_checkpoint
     if not Path(ckpt).is_file():
-        raise FileNotFoundError(f"no checkpoint to evaluate at {ckpt} (run the train stage, or set "
-                                "evaluate.checkpoint=PATH)")
+        raise FileNotFoundError(
+            f"no checkpoint to evaluate at {ckpt} (run the train stage, or set evaluate.checkpoint=PATH)"
+        )
     files = dataset_files(cfg)
     trainer = make_trainer(cfg, tracker, default_root_dir=str(out_dir), callbacks=[StopOnSigterm()])
     module, info = build_detector(cfg, files, None, trainer.world_size, init_weights=False, training=False)
@@ -185,15 +224,26 @@ def evaluate(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         novel = novel_ids(cfg, info["train"], info["val"])
         metrics, per_category = lvis_evaluate(files["val_json"], predictions, novel)
         metrics = {k: metrics[k] for k in HEADLINE} | {k: v for k, v in metrics.items() if k not in HEADLINE}
-        metrics.update(num_val_images=len(info["val"]["images"]), num_predictions=len(predictions),
-                       num_novel_categories=len(novel), predict_seconds=seconds, checkpoint=str(ckpt),
-                       detector=det.name)
+        metrics.update(
+            num_val_images=len(info["val"]["images"]),
+            num_predictions=len(predictions),
+            num_novel_categories=len(novel),
+            predict_seconds=seconds,
+            checkpoint=str(ckpt),
+            detector=det.name,
+        )
         atomic_write_json(out_dir / "predictions.json", predictions)
         rows = per_category_rows(per_category, info["train"], novel)
         atomic_write_bytes(out_dir / "per_category.csv", csv_bytes(rows, list(rows[0]) if rows else []))
         plot_per_category(rows, str(out_dir / "per_category_ap.png"))
-        overlays = prediction_overlays(predictions, info["val"], files["val_images"], str(out_dir / "predictions.jpg"),
-                                       num_images=int(det.vis_images), score_thr=float(det.vis_score_thr))
+        overlays = prediction_overlays(
+            predictions,
+            info["val"],
+            files["val_images"],
+            str(out_dir / "predictions.jpg"),
+            num_images=int(det.vis_images),
+            score_thr=float(det.vis_score_thr),
+        )
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=2).encode())
         tracker.log({f"eval/{k}": v for k, v in metrics.items()}, {"eval/predictions": overlays})
         tracker.log_table("eval/per_category", rows)

@@ -5,6 +5,7 @@ and resolution) and restores the original processors on exit. Every other layer 
 The store sums, in place and in fp32, the object token's attention of each region under explicit keys
 (resolution -> region id), and counts the layers and steps it saw: memory O(regions x H x W).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,8 @@ class AttentionStore:
     """Object-token cross-attention summed over heads, layers and the step window, per resolution and region."""
 
     step_window: tuple[int, int | None] = (0, None)
-    sums: dict = field(default_factory=dict)       # resolution -> {region id: (h, w) fp32 tensor}
-    layers: dict = field(default_factory=dict)     # resolution -> set of layer names seen
+    sums: dict = field(default_factory=dict)  # resolution -> {region id: (h, w) fp32 tensor}
+    layers: dict = field(default_factory=dict)  # resolution -> set of layer names seen
     steps: set = field(default_factory=set)
     call: CaptureCall | None = None
 
@@ -46,9 +47,9 @@ class AttentionStore:
         assert call is not None, "AttentionStore.add outside a UNet call"  # active() is checked first
         n = len(call.region_ids)
         batch = probs.shape[0] // heads
-        cond = probs.view(batch, heads, probs.shape[1], probs.shape[2])[batch - n:]
+        cond = probs.view(batch, heads, probs.shape[1], probs.shape[2])[batch - n :]
         token = torch.as_tensor(call.token_index, device=probs.device)
-        picked = cond[torch.arange(n, device=probs.device), :, :, token]          # (n, heads, seq)
+        picked = cond[torch.arange(n, device=probs.device), :, :, token]  # (n, heads, seq)
         hl, wl = _map_shape(call.latent_hw, probs.shape[1])
         maps = picked.float().sum(1).view(n, hl, wl)
         bucket = self.sums.setdefault(resolution, {})
@@ -63,8 +64,11 @@ class AttentionStore:
     def region_maps(self, region) -> dict[int, torch.Tensor]:
         """Map per resolution for one region: the sum divided by the layers and steps seen (heads stay summed)."""
         n_steps = max(len(self.steps), 1)
-        return {res: bucket[region] / (len(self.layers[res]) * n_steps)
-                for res, bucket in sorted(self.sums.items()) if region in bucket}
+        return {
+            res: bucket[region] / (len(self.layers[res]) * n_steps)
+            for res, bucket in sorted(self.sums.items())
+            if region in bucket
+        }
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for b in self.sums.values() for t in b.values())
@@ -92,7 +96,9 @@ class CrossAttentionCapture:
         if input_ndim == 4:
             b, c, h, w = hidden_states.shape
             hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch_size, sequence_length, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
+        batch_size, sequence_length, _ = (
+            hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        ).shape
         attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
@@ -125,7 +131,7 @@ def layer_info(name: str, num_levels: int, vae_stride: int) -> tuple[str, int]:
     level = int(m.group(2))
     if m.group(1) == "up_blocks":
         return "up", vae_stride * 2 ** (num_levels - 1 - level)
-    return "down", vae_stride * 2 ** level
+    return "down", vae_stride * 2**level
 
 
 def selected_layers(unet, vae_stride: int, resolutions, blocks) -> dict[str, int]:
@@ -143,8 +149,10 @@ def selected_layers(unet, vae_stride: int, resolutions, blocks) -> dict[str, int
         if block in blocks and res in resolutions:
             chosen[name] = res
     if not chosen:
-        raise ValueError(f"generator.attention selects no cross-attention layer: resolutions {list(resolutions)} "
-                         f"x blocks {list(blocks)}; this model has 1/{sorted(available)} maps")
+        raise ValueError(
+            f"generator.attention selects no cross-attention layer: resolutions {list(resolutions)} "
+            f"x blocks {list(blocks)}; this model has 1/{sorted(available)} maps"
+        )
     return chosen
 
 
@@ -152,8 +160,9 @@ def selected_layers(unet, vae_stride: int, resolutions, blocks) -> dict[str, int
 def capture_cross_attention(unet, store, layers: dict[str, int], processor=CrossAttentionCapture):
     """Install `processor(store, name, resolution)` on `layers`; restore the original processors on exit."""
     original = dict(unet.attn_processors)
-    replaced = {name: (processor(store, name, layers[name]) if name in layers else proc)
-                for name, proc in original.items()}
+    replaced = {
+        name: (processor(store, name, layers[name]) if name in layers else proc) for name, proc in original.items()
+    }
     unet.set_attn_processor(replaced)
     try:
         yield store
@@ -170,7 +179,7 @@ class NaiveStore(AttentionStore):
 
     def add(self, name, resolution, probs, heads):
         batch = probs.shape[0] // heads
-        self.kept.append(probs.view(batch, heads, *probs.shape[1:])[batch // 2:].detach().clone())
+        self.kept.append(probs.view(batch, heads, *probs.shape[1:])[batch // 2 :].detach().clone())
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.kept)

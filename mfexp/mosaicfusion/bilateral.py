@@ -21,6 +21,7 @@ solved here with conjugate gradients and a Jacobi (diagonal) preconditioner, sta
 Only occupied vertices exist (a hash of the rounded coordinates via ``np.unique``), so the grid holds at most as many
 vertices as the image has pixels and usually far fewer.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,14 @@ import scipy.sparse as sp
 
 # The settings of the paper's public implementation (MosaicFusion's mask refinement); `passes`: the solver is run
 # on the binary mask, then again with the first pass's (real-valued) output as its target, on the same grid.
-DEFAULTS = {"passes": 2, "sigma_spatial": 16.0, "sigma_luma": 16.0, "sigma_chroma": 8.0, "lam": 256.0,
-            "confidence": 0.999}
+DEFAULTS = {
+    "passes": 2,
+    "sigma_spatial": 16.0,
+    "sigma_luma": 16.0,
+    "sigma_chroma": 8.0,
+    "lam": 256.0,
+    "confidence": 0.999,
+}
 DIMS = 5  # x, y, luma, chroma u, chroma v
 
 
@@ -56,8 +63,11 @@ def check_settings(settings=None, where: str = "generator.mask.bilateral") -> di
 
 
 def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
-            math.isfinite(float(value)) and float(value) > 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.number))
+        or not (math.isfinite(float(value)) and float(value) > 0)
+    ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -67,9 +77,7 @@ def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"the reference image must be (h, w, 3) RGB, got shape {rgb.shape}")
-    m = np.array([[0.299, 0.587, 0.114],
-                  [-0.168736, -0.331264, 0.5],
-                  [0.5, -0.418688, -0.081312]], dtype=np.float32)
+    m = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]], dtype=np.float32)
     yuv = rgb @ m.T
     yuv[..., 1:] += 128.0
     return yuv
@@ -82,16 +90,26 @@ class BilateralGrid:
     ``blur``: the (vertices x vertices) sparse blur ``B``; ``scale``: ``Dn``'s diagonal.
     """
 
-    def __init__(self, rgb: np.ndarray, sigma_spatial=16.0, sigma_luma=16.0, sigma_chroma=8.0,
-                 bistochastic_iters: int = 50, bistochastic_tol: float = 1e-10):
+    def __init__(
+        self,
+        rgb: np.ndarray,
+        sigma_spatial=16.0,
+        sigma_luma=16.0,
+        sigma_chroma=8.0,
+        bistochastic_iters: int = 50,
+        bistochastic_tol: float = 1e-10,
+    ):
         yuv = rgb_to_yuv(rgb)
         h, w = yuv.shape[:2]
         if h * w == 0:
             raise ValueError("the reference image is empty")
         self.shape = (h, w)
         ys, xs = np.mgrid[0:h, 0:w]
-        sig = [_positive(sigma_spatial, "sigma_spatial")] * 2 + [_positive(sigma_luma, "sigma_luma")] + \
-            [_positive(sigma_chroma, "sigma_chroma")] * 2
+        sig = (
+            [_positive(sigma_spatial, "sigma_spatial")] * 2
+            + [_positive(sigma_luma, "sigma_luma")]
+            + [_positive(sigma_chroma, "sigma_chroma")] * 2
+        )
         planes = [xs, ys, yuv[..., 0], yuv[..., 1], yuv[..., 2]]
         coords = np.stack([np.rint(p.ravel() / s) for p, s in zip(planes, sig)]).astype(np.int64)
         coords -= coords.min(axis=1, keepdims=True)
@@ -128,7 +146,7 @@ class BilateralGrid:
         m = self.counts
         n = np.ones_like(m)
         it = 0
-        for it in range(1, iters + 1):
+        for it in range(1, iters + 1):  # noqa: B007  (the count is read after the loop)
             new = np.sqrt(n * m / (self.blur @ n))
             change = np.max(np.abs(new - n) / new)
             n = new
@@ -157,7 +175,7 @@ class BilateralGrid:
 @dataclass
 class SolveInfo:
     iterations: int
-    residual: float        # ||b - A y|| / ||b|| on the grid
+    residual: float  # ||b - A y|| / ||b|| on the grid
     converged: bool
 
 
@@ -184,8 +202,7 @@ def pcg(apply_a, b: np.ndarray, inv_diag: np.ndarray, x0: np.ndarray, tol: float
     return x, it, float(np.linalg.norm(r) / bnorm)
 
 
-def solve(grid: BilateralGrid, target: np.ndarray, confidence, lam: float, tol: float = 1e-5,
-          maxiter: int = 200):
+def solve(grid: BilateralGrid, target: np.ndarray, confidence, lam: float, tol: float = 1e-5, maxiter: int = 200):
     """One bilateral solve: the (h, w) output and a SolveInfo. ``confidence``: a number or an (h, w) array >= 0."""
     lam = _positive(lam, "lam")
     t = np.asarray(target, np.float64)
@@ -204,7 +221,7 @@ def solve(grid: BilateralGrid, target: np.ndarray, confidence, lam: float, tol: 
     diag = lam * (m - grid.blur_diagonal * n * n) + sc
     if not (diag > 0).all():
         raise ValueError("the bilateral system is singular: some grid vertex has zero confidence everywhere")
-    y0 = np.divide(b, sc, out=np.zeros_like(b), where=sc > 0)   # the splatted (confidence-weighted) target
+    y0 = np.divide(b, sc, out=np.zeros_like(b), where=sc > 0)  # the splatted (confidence-weighted) target
     y, it, res = pcg(apply_a, b, 1.0 / diag, y0, tol, maxiter)
     return grid.slice(y), SolveInfo(it, res, res <= tol)
 

@@ -1,4 +1,5 @@
 """Mosaic layout: split a canvas into a grid of overlapping regions (pure functions)."""
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ class Region:
     def right(self) -> int:
         return self.left + self.width
 
-    def latent(self, stride: int) -> "Region":
+    def latent(self, stride: int) -> Region:
         return Region(self.top // stride, self.left // stride, self.height // stride, self.width // stride)
 
 
@@ -35,8 +36,9 @@ class MosaicLayout:
     regions: tuple[Region, ...]
 
 
-def grid_shape(num_objects: int, rng: np.random.Generator | None = None,
-               grid: tuple[int, int] | None = None) -> tuple[int, int]:
+def grid_shape(
+    num_objects: int, rng: np.random.Generator | None = None, grid: tuple[int, int] | None = None
+) -> tuple[int, int]:
     """Rows x cols for N objects: 1 -> 1x1, 2 -> 1x2 or 2x1 (random), 4 -> 2x2, any N -> the most square grid."""
     if grid is not None:
         rows, cols = (int(g) for g in grid)
@@ -62,14 +64,17 @@ def check_sizes(region_size, overlap, stride: int) -> None:
             if v < 0 or (label == "region_size" and v == 0):
                 raise ValueError(f"generator.{label}={list(pair)} must be positive")
     if any(o >= r for o, r in zip(overlap, region_size)):
-        raise ValueError(f"generator.overlap={list(overlap)} must be smaller than generator.region_size="
-                         f"{list(region_size)}")
+        raise ValueError(
+            f"generator.overlap={list(overlap)} must be smaller than generator.region_size={list(region_size)}"
+        )
     for v in region_size:
         if v % stride:
             raise ValueError(f"generator.region_size={list(region_size)} is not divisible by the VAE stride {stride}")
     for v in overlap:
         if v % (2 * stride):
-            raise ValueError(f"generator.overlap={list(overlap)} must be a multiple of 2 x the VAE stride ({2 * stride})")
+            raise ValueError(
+                f"generator.overlap={list(overlap)} must be a multiple of 2 x the VAE stride ({2 * stride})"
+            )
 
 
 def _boundaries(n: int, size: int, jitter, stride: int, rng: np.random.Generator) -> list[int]:
@@ -83,8 +88,9 @@ def _boundaries(n: int, size: int, jitter, stride: int, rng: np.random.Generator
     return cuts
 
 
-def mosaic_layout(num_objects: int, region_size, overlap, jitter, stride: int,
-                  rng: np.random.Generator, grid=None) -> MosaicLayout:
+def mosaic_layout(
+    num_objects: int, region_size, overlap, jitter, stride: int, rng: np.random.Generator, grid=None
+) -> MosaicLayout:
     """Split a (rows*h) x (cols*w) canvas into rows x cols regions around jittered cut lines.
 
     Each region reaches half the overlap past every interior cut line, so neighbours share `overlap` pixels.
@@ -111,7 +117,9 @@ def mosaic_layout(num_objects: int, region_size, overlap, jitter, stride: int,
 
 def gaussian_weights(height: int, width: int, sigma: float) -> np.ndarray:
     """Separable Gaussian weight over a region (sigma as a fraction of its size), peak 1 at the centre."""
+
     def axis(n):
         x = (np.arange(n) + 0.5) / n - 0.5
-        return np.exp(-(x ** 2) / (2 * sigma ** 2))
+        return np.exp(-(x**2) / (2 * sigma**2))
+
     return np.outer(axis(height), axis(width)).astype(np.float32)

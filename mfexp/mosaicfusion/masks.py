@@ -1,4 +1,5 @@
 """From aggregated cross-attention maps to instance masks (pure functions on numpy arrays)."""
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,9 @@ def single_component(mask: np.ndarray, min_area=0.05, max_area=0.95, reference_a
     ``reference_area``: the pixel count the fractions refer to (default: the mask's own size, i.e. the region).
     """
     if not 0 <= float(min_area) <= float(max_area):
-        raise ValueError(f"generator.mask.min_area/max_area must satisfy 0 <= min_area <= max_area, "
-                         f"got {min_area!r}, {max_area!r}")
+        raise ValueError(
+            f"generator.mask.min_area/max_area must satisfy 0 <= min_area <= max_area, got {min_area!r}, {max_area!r}"
+        )
     total = mask.size if reference_area is None else int(reference_area)
     lo, hi = float(min_area) * total, float(max_area) * total
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
@@ -84,8 +86,10 @@ def single_component(mask: np.ndarray, min_area=0.05, max_area=0.95, reference_a
     kept = [i + 1 for i, a in enumerate(areas) if lo <= a <= hi]
     if len(kept) != 1:
         of = "the region" if reference_area is None else f"the nominal region ({total} px)"
-        raise MaskError(f"{len(kept)} components within {min_area:.0%}-{max_area:.0%} of {of} "
-                        f"({math.ceil(lo)}-{math.floor(hi)} px; largest areas {sorted(int(a) for a in areas)[-4:]} px)")
+        raise MaskError(
+            f"{len(kept)} components within {min_area:.0%}-{max_area:.0%} of {of} "
+            f"({math.ceil(lo)}-{math.floor(hi)} px; largest areas {sorted(int(a) for a in areas)[-4:]} px)"
+        )
     return labels == kept[0]
 
 
@@ -100,11 +104,12 @@ def reference_area(mask_cfg, nominal_size=None) -> int | None:
         raise ValueError(f"generator.mask.area_reference must be one of {', '.join(AREA_REFERENCES)}, got {ref!r}")
     size = nominal_size if nominal_size is not None else mask_cfg.get("nominal_size")
     if size is None:
-        raise ValueError("generator.mask.area_reference=nominal needs generator.mask.nominal_size "
-                         "([h, w]; by default generator.region_size)")
+        raise ValueError(
+            "generator.mask.area_reference=nominal needs generator.mask.nominal_size "
+            "([h, w]; by default generator.region_size)"
+        )
     size = list(size)
-    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
-                                 for v in size):
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in size):
         raise ValueError(f"generator.mask.nominal_size must be [h, w] positive integers, got {size!r}")
     return int(size[0]) * int(size[1])
 
@@ -114,13 +119,13 @@ def region_mask(maps: dict, rgb: np.ndarray, mask_cfg, nominal_size=None) -> np.
     h, w = rgb.shape[:2]
     heat = aggregate_maps(maps, h, w)
     binary = binarize(heat, mask_cfg.threshold)
-    refined = refine(binary, rgb, mask_cfg.refine, mask_cfg.refine_lambda, mask_cfg.refine_sigma_color,
-                     mask_cfg.get("bilateral"))
-    return single_component(refined, mask_cfg.min_area, mask_cfg.max_area,
-                            reference_area(mask_cfg, nominal_size))
+    refined = refine(
+        binary, rgb, mask_cfg.refine, mask_cfg.refine_lambda, mask_cfg.refine_sigma_color, mask_cfg.get("bilateral")
+    )
+    return single_component(refined, mask_cfg.min_area, mask_cfg.max_area, reference_area(mask_cfg, nominal_size))
 
 
 def expand_to_canvas(mask: np.ndarray, region, height: int, width: int) -> np.ndarray:
     canvas = np.zeros((height, width), dtype=bool)
-    canvas[region.top:region.bottom, region.left:region.right] = mask
+    canvas[region.top : region.bottom, region.left : region.right] = mask
     return canvas

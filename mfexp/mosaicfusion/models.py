@@ -1,5 +1,6 @@
 """Load a Stable Diffusion 1.x pipeline: a local folder, a hub id (when allowed), the shipped toy model, or a tiny
 seeded random pipeline built from config."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,10 @@ def check_device_dtype(dtype: str, accelerator: str) -> None:
     """fp16 needs a GPU: on a CPU the UNet's activations overflow to NaN and every mosaic is skipped."""
     gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
     if dtype == "fp16" and (accelerator == "cpu" or (accelerator == "auto" and not gpu)):
-        raise ValueError(f"generator.dtype=fp16 needs a GPU (trainer.accelerator={accelerator}, on a CPU fp16 gives NaN): "
-                         "use fp32 or bf16")
+        raise ValueError(
+            f"generator.dtype=fp16 needs a GPU (trainer.accelerator={accelerator}, on a CPU fp16 gives NaN): "
+            "use fp32 or bf16"
+        )
 
 
 def load_pipeline(model_cfg, dtype: str):
@@ -36,6 +39,7 @@ def load_pipeline(model_cfg, dtype: str):
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     if path is None:
         from mfexp.assets import toy_t2i_path
+
         path = toy_t2i_path()
     if Path(path).is_dir():
         return load_folder(path, dtype)
@@ -43,9 +47,11 @@ def load_pipeline(model_cfg, dtype: str):
         raise FileNotFoundError(
             f"model {path!r} is not a local folder and hub downloads are off: download it "
             f"(huggingface-cli download {path} --local-dir DIR) and set generator.model.path=DIR, "
-            "or set generator.model.allow_download=true")
-    return StableDiffusionPipeline.from_pretrained(path, revision=model_cfg.revision, safety_checker=None,
-                                                   requires_safety_checker=False, dtype=dtype)
+            "or set generator.model.allow_download=true"
+        )
+    return StableDiffusionPipeline.from_pretrained(
+        path, revision=model_cfg.revision, safety_checker=None, requires_safety_checker=False, dtype=dtype
+    )
 
 
 def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
@@ -54,15 +60,18 @@ def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
     from diffusers import StableDiffusionPipeline
 
     if not (Path(path) / "model_index.json").is_file():
-        raise FileNotFoundError(f"generator.model.path={path} is a folder without model_index.json "
-                                "(not a diffusers pipeline)")
+        raise FileNotFoundError(
+            f"generator.model.path={path} is a folder without model_index.json (not a diffusers pipeline)"
+        )
     try:
-        return StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None,
-                                                       requires_safety_checker=False, dtype=dtype)
+        return StableDiffusionPipeline.from_pretrained(
+            path, local_files_only=True, safety_checker=None, requires_safety_checker=False, dtype=dtype
+        )
     except Exception as e:  # safetensors / json / shape errors all mean the same thing to the user
         msg = " ".join(str(e).split())[:200]
-        raise ValueError(f"generator.model.path={path}: the weights are corrupt or incomplete "
-                         f"({type(e).__name__}: {msg})") from None
+        raise ValueError(
+            f"generator.model.path={path}: the weights are corrupt or incomplete ({type(e).__name__}: {msg})"
+        ) from None
 
 
 def tiny_random_pipeline(seed: int = 0, size: str = "tiny"):
@@ -76,37 +85,83 @@ def tiny_random_pipeline(seed: int = 0, size: str = "tiny"):
     torch.manual_seed(seed)
     if size == "tiny":
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=16,
+            in_channels=4,
+            out_channels=4,
             down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8)
+            cross_attention_dim=32,
+            attention_head_dim=8,
+            norm_num_groups=8,
+        )
         vae = AutoencoderKL(
-            block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, sample_size=32)
-        text = CLIPTextConfig(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                              vocab_size=len(tokenizer), max_position_embeddings=77,
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
+            block_out_channels=[16, 32],
+            in_channels=3,
+            out_channels=3,
+            latent_channels=4,
+            norm_num_groups=8,
+            down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2,
+            sample_size=32,
+        )
+        text = CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     elif size == "sd14":
         unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-        vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], latent_channels=4, sample_size=512,
-                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4)
-        text = CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                              vocab_size=max(len(tokenizer), 49408), max_position_embeddings=77,
-                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                              pad_token_id=tokenizer.pad_token_id)
+        vae = AutoencoderKL(
+            block_out_channels=[128, 256, 512, 512],
+            latent_channels=4,
+            sample_size=512,
+            down_block_types=["DownEncoderBlock2D"] * 4,
+            up_block_types=["UpDecoderBlock2D"] * 4,
+        )
+        text = CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            vocab_size=max(len(tokenizer), 49408),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     else:
         raise ValueError(f"generator.model.size must be tiny or sd14, got {size!r}")
     text_encoder = CLIPTextModel(text)
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, steps_offset=1)
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
-SCHEDULERS = {"pndm": "PNDMScheduler", "lms": "LMSDiscreteScheduler", "ddim": "DDIMScheduler",
-              "euler": "EulerDiscreteScheduler", "dpm": "DPMSolverMultistepScheduler"}
+SCHEDULERS = {
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+}
 
 
 def set_scheduler(pipe, name: str):
@@ -116,5 +171,6 @@ def set_scheduler(pipe, name: str):
     if name not in SCHEDULERS:
         raise ValueError(f"generator.scheduler must be default or one of {list(SCHEDULERS)}, got {name!r}")
     import diffusers
+
     pipe.scheduler = getattr(diffusers, SCHEDULERS[name]).from_config(pipe.scheduler.config)
     return pipe

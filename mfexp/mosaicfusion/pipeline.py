@@ -1,4 +1,5 @@
 """MosaicFusion generation: plan mosaics, diffuse all regions on one latent canvas, turn attention into masks."""
+
 from __future__ import annotations
 
 import copy
@@ -24,13 +25,13 @@ class MosaicPlan:
     categories: list
     prompts: list
     token_index: list = field(default_factory=list)
-    reason: str | None = None      # set when the mosaic is skipped before diffusion
+    reason: str | None = None  # set when the mosaic is skipped before diffusion
 
 
 @dataclass
 class MosaicResult:
     plan: MosaicPlan
-    image: np.ndarray | None = None        # (H, W, 3) uint8
+    image: np.ndarray | None = None  # (H, W, 3) uint8
     masks: list = field(default_factory=list)  # per region, canvas-sized bool arrays
     reason: str | None = None
 
@@ -39,8 +40,9 @@ class MosaicResult:
         return self.reason is None
 
 
-def plan_mosaic(index: int, gcfg, main_categories: list, mixed_categories: list, tokenizer, stride: int,
-                seed: int) -> MosaicPlan:
+def plan_mosaic(
+    index: int, gcfg, main_categories: list, mixed_categories: list, tokenizer, stride: int, seed: int
+) -> MosaicPlan:
     """Main category = index // images_per_category; N-1 mixed ones drawn uniformly; order and layout random."""
     mosaic_seed = seed + index
     rng = np.random.default_rng(mosaic_seed)
@@ -88,8 +90,13 @@ class MosaicFusionGenerator:
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.pipe.tokenizer(prompts, padding="max_length", max_length=self.pipe.tokenizer.model_max_length,
-                                  truncation=True, return_tensors="pt")
+        tok = self.pipe.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         enc = self.pipe.text_encoder
         return enc(tok.input_ids.to(enc.device))[0]
 
@@ -113,7 +120,7 @@ class MosaicFusionGenerator:
     def mask(self, image, plan: MosaicPlan, r: int, store: AttentionStore) -> np.ndarray:
         region = plan.layout.regions[r]
         maps = {res: m.cpu().numpy() for res, m in store.region_maps((plan.index, r)).items()}
-        crop = image[region.top:region.bottom, region.left:region.right]
+        crop = image[region.top : region.bottom, region.left : region.right]
         try:
             m = region_mask(maps, crop, self.cfg.mask)
         except MaskError as e:
@@ -143,8 +150,9 @@ class MosaicFusionGenerator:
         for m, plan in enumerate(plans):
             for r, reg in enumerate(plan.layout.regions):
                 groups[(reg.height // s, reg.width // s)].append((m, r))
-        weights = {hw: torch.from_numpy(gaussian_weights(*hw, float(self.cfg.blend_sigma))).to(device, dtype)
-                   for hw in groups}
+        weights = {
+            hw: torch.from_numpy(gaussian_weights(*hw, float(self.cfg.blend_sigma))).to(device, dtype) for hw in groups
+        }
         g = float(self.cfg.guidance_scale)
         for step, t in enumerate(schedulers[0].timesteps):
             model_in = [sched.scale_model_input(lat, t) for sched, lat in zip(schedulers, latents)]
@@ -152,21 +160,24 @@ class MosaicFusionGenerator:
             wsum = [torch.zeros_like(lat[:, :1]) for lat in latents]
             for hw, members in groups.items():
                 regs = [plans[m].layout.regions[r].latent(s) for m, r in members]
-                crops = torch.cat([model_in[m][:, :, q.top:q.bottom, q.left:q.right]
-                                   for (m, _), q in zip(members, regs)])
+                crops = torch.cat(
+                    [model_in[m][:, :, q.top : q.bottom, q.left : q.right] for (m, _), q in zip(members, regs)]
+                )
                 enc = torch.cat([uncond.expand(len(members), -1, -1), cond[[first[m] + r for m, r in members]]])
-                store.call = CaptureCall([(plans[m].index, r) for m, r in members],
-                                         [plans[m].token_index[r] for m, r in members], hw, step)
+                store.call = CaptureCall(
+                    [(plans[m].index, r) for m, r in members], [plans[m].token_index[r] for m, r in members], hw, step
+                )
                 out = unet(torch.cat([crops, crops]), t, encoder_hidden_states=enc).sample
                 e_u, e_c = out.chunk(2)
                 e = e_u + g * (e_c - e_u)
                 w = weights[hw]
                 for k, ((m, _), q) in enumerate(zip(members, regs)):
-                    eps[m][:, :, q.top:q.bottom, q.left:q.right] += e[k] * w
-                    wsum[m][:, :, q.top:q.bottom, q.left:q.right] += w
+                    eps[m][:, :, q.top : q.bottom, q.left : q.right] += e[k] * w
+                    wsum[m][:, :, q.top : q.bottom, q.left : q.right] += w
             store.call = None
-            latents = [sched.step(e / w, t, lat).prev_sample
-                       for sched, e, w, lat in zip(schedulers, eps, wsum, latents)]
+            latents = [
+                sched.step(e / w, t, lat).prev_sample for sched, e, w, lat in zip(schedulers, eps, wsum, latents)
+            ]
         return latents
 
     @torch.no_grad()
@@ -189,10 +200,10 @@ class MosaicFusionGenerator:
             wsum = torch.zeros(1, layout.height, layout.width, device=latent.device)
             for reg in layout.regions:
                 q = reg.latent(s)
-                crop = latent[:, :, q.top:q.bottom, q.left:q.right].to(vae.dtype) / scale
+                crop = latent[:, :, q.top : q.bottom, q.left : q.right].to(vae.dtype) / scale
                 w = torch.from_numpy(gaussian_weights(reg.height, reg.width, float(self.cfg.blend_sigma))).to(image)
-                image[:, reg.top:reg.bottom, reg.left:reg.right] += vae.decode(crop).sample[0].float() * w
-                wsum[:, reg.top:reg.bottom, reg.left:reg.right] += w
+                image[:, reg.top : reg.bottom, reg.left : reg.right] += vae.decode(crop).sample[0].float() * w
+                wsum[:, reg.top : reg.bottom, reg.left : reg.right] += w
             image = image / wsum
         image = ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
         return image.permute(1, 2, 0).cpu().numpy()

@@ -1,4 +1,5 @@
 """Region prompts and the object token (pure functions); categories and their frequency groups: mfexp.lvis."""
+
 from __future__ import annotations
 
 import re
@@ -36,7 +37,7 @@ def object_token_index(tokenizer, prompt: str, name: str) -> int:
     ids = tokenizer(prompt, add_special_tokens=True).input_ids
     n = len(name_ids)
     for start in range(len(ids) - n + 1):
-        if ids[start:start + n] == name_ids:
+        if ids[start : start + n] == name_ids:
             index = start + n - 1
             break
     else:

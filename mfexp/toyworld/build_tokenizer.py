@@ -8,6 +8,7 @@ and ``<|endoftext|>``. Every string tokenizes (each byte is in the base alphabet
 small deterministic BPE on a weighted word list: the toy world's words get so much weight that each becomes one
 token; a few hundred common English / LVIS-style object words follow, so unseen multi-token names split sensibly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,6 @@ import collections
 import json
 import os
 from pathlib import Path
-
 
 # a few hundred common English words and LVIS-style object names (order = rough frequency, most common first)
 COMMON_WORDS = """

@@ -12,6 +12,7 @@ edges and colour features but never the detector's 48 colour x shape categories;
 rare ones included, still have to be learned from the detection data (real or synthetic). The corpus is uniform over
 shapes and is rendered from its own seeds, independent of the toy world's train/val images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,29 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mfexp.toyworld.world import SHAPES, _points_in_polygon, _regular_polygon, _star_polygon, paste, \
-    render_background, shape_mask
+from mfexp.toyworld.world import (
+    SHAPES,
+    _points_in_polygon,
+    _regular_polygon,
+    _star_polygon,
+    paste,
+    render_background,
+    shape_mask,
+)
 
 EXTRA_SHAPES = ("pentagon", "octagon", "star4", "star6", "star7", "ellipse")
 CLASSES = SHAPES + EXTRA_SHAPES
 # the toy detector's backbone (conf/detector/mask_rcnn_toy.yaml): mmdet's ResNet-18 layout at half width
-BACKBONE = dict(type="ResNet", depth=18, base_channels=32, num_stages=4, out_indices=(0, 1, 2, 3),
-                norm_cfg=dict(type="BN", requires_grad=True), style="pytorch")
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)   # the detector's data_preprocessor (RGB)
+BACKBONE = dict(
+    type="ResNet",
+    depth=18,
+    base_channels=32,
+    num_stages=4,
+    out_indices=(0, 1, 2, 3),
+    norm_cfg=dict(type="BN", requires_grad=True),
+    style="pytorch",
+)
+MEAN = np.array([123.675, 116.28, 103.53], np.float32)  # the detector's data_preprocessor (RGB)
 STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
@@ -99,7 +114,7 @@ class Classifier(torch.nn.Module):
 def accuracy(model, images, labels, batch=256) -> float:
     model.eval()
     with torch.no_grad():
-        pred = torch.cat([model(to_tensor(images[i:i + batch])).argmax(1) for i in range(0, len(images), batch)])
+        pred = torch.cat([model(to_tensor(images[i : i + batch])).argmax(1) for i in range(0, len(images), batch)])
     model.train()
     return float((pred.numpy() == labels).mean())
 
@@ -127,9 +142,18 @@ def train(args) -> dict:
         opt.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3f}")
-    info = dict(classes=list(CLASSES), images=args.images, size=args.size, steps=args.steps, batch=args.batch,
-                lr=args.lr, seed=args.seed, val_accuracy=round(accuracy(model, val_images, val_labels), 4),
-                seconds=round(time.time() - start, 1), backbone=BACKBONE)
+    info = dict(
+        classes=list(CLASSES),
+        images=args.images,
+        size=args.size,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        val_accuracy=round(accuracy(model, val_images, val_labels), 4),
+        seconds=round(time.time() - start, 1),
+        backbone=BACKBONE,
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file

@@ -6,6 +6,7 @@ folder loads with ``StableDiffusionPipeline.from_pretrained(dir)`` exactly like 
 ``mfexp.mosaicfusion.models.load_pipeline``). ``python -m mfexp.toyworld.train_t2i`` trains it; the result ships in
 ``mfexp/assets/toy_t2i`` (see ``mfexp.assets``).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,7 @@ class ToyT2IConfig:
         return self.image_size // self.vae_stride
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ToyT2IConfig":
+    def from_dict(cls, d: dict) -> ToyT2IConfig:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**d)
 
@@ -129,7 +130,9 @@ def build_components(cfg: ToyT2IConfig | None = None, seed: int = 0) -> dict[str
             projection_dim=cfg.text_hidden,
         )
     )
-    scheduler = PNDMScheduler.from_config(SD_SCHEDULER_CONFIG)  # unknown keys (clip_sample) kept in config, like SD v1.4
+    scheduler = PNDMScheduler.from_config(
+        SD_SCHEDULER_CONFIG
+    )  # unknown keys (clip_sample) kept in config, like SD v1.4
     return {"vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "unet": unet, "scheduler": scheduler}
 
 

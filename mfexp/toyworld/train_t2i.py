@@ -18,6 +18,7 @@ Resumable: a checkpoint is written every ``--ckpt-every`` steps to ``<out>/check
 present; at the end the EMA pipeline is saved to ``<out>`` (``StableDiffusionPipeline`` folder, safetensors) with
 ``toy_t2i.json`` (config, steps, losses, timings) and the checkpoint is removed unless ``--keep-checkpoint``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,7 +101,9 @@ def grounding_processors(unet, store: dict) -> dict:
     }
 
 
-def grounding_loss(store: dict, shape_pos: torch.Tensor, colour_pos: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def grounding_loss(
+    store: dict, shape_pos: torch.Tensor, colour_pos: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor
+) -> torch.Tensor:
     """Mean over cross-attention layers of BCE(shape-token prob, mask) + token-mass-outside-mask for shape & colour."""
     if not bool(valid.any()):
         return torch.zeros((), device=masks.device)
@@ -145,7 +148,9 @@ class CaptionTable:
         for n in names:
             colour, shape = split_name(n)
             for with_def in (False, True):
-                enc = tokenizer(caption(n, with_def), padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+                enc = tokenizer(
+                    caption(n, with_def), padding="max_length", max_length=tokenizer.model_max_length, truncation=True
+                )
                 toks = tokenizer.convert_ids_to_tokens(enc.input_ids)
                 ids.append(enc.input_ids)
                 shape_pos.append(toks.index(shape + "</w>"))  # first occurrence of the name's last token
@@ -271,7 +276,9 @@ def train_vae(run: _Run, vae) -> None:
         bar = tqdm(range(state["step"], cfg.vae_steps), desc="vae", initial=state["step"], total=cfg.vae_steps)
         for step in bar:
             rng = np.random.default_rng([cfg.seed, 1, step])
-            x, _ = render_batch([names[i] for i in rng.integers(len(names), size=cfg.vae_batch_size)], mcfg.image_size, rng)
+            x, _ = render_batch(
+                [names[i] for i in rng.integers(len(names), size=cfg.vae_batch_size)], mcfg.image_size, rng
+            )
             if cfg.vae_crop and cfg.vae_crop < mcfg.image_size:
                 oy, ox = (int(v) for v in rng.integers(0, mcfg.image_size - cfg.vae_crop + 1, size=2))
                 x = x[:, :, oy : oy + cfg.vae_crop, ox : ox + cfg.vae_crop]
@@ -355,8 +362,17 @@ def train_unet(run: _Run, comps: dict, table: CaptionTable, bank) -> tuple[list,
         ema = [t.to(dev) for t in state["ema"]]
 
     def save(step: int) -> None:
-        run.save(vae, {"step": step, "unet": unet.state_dict(), "text_encoder": te.state_dict(),
-                       "opt": opt.state_dict(), "sched": sched.state_dict(), "ema": [e.cpu() for e in ema]})
+        run.save(
+            vae,
+            {
+                "step": step,
+                "unet": unet.state_dict(),
+                "text_encoder": te.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "ema": [e.cpu() for e in ema],
+            },
+        )
 
     store: dict = {}
     use_attn = cfg.attn_loss_weight > 0
@@ -402,7 +418,10 @@ def train_unet(run: _Run, comps: dict, table: CaptionTable, bank) -> tuple[list,
             m_attn = float(np.mean(run_attn)) if run_attn else 0.0
             state["history"].append({"stage": "unet", "step": step + 1, "eps_loss": m_eps, "attn_loss": m_attn})
             el = time.time() - t0
-            log(f"unet step {step + 1}/{cfg.steps} eps_loss {m_eps:.4f} attn_loss {m_attn:.4f} ({el:.0f}s, {(step + 1 - start) / max(time.time() - t_run, 1e-6):.2f} it/s)")
+            log(
+                f"unet step {step + 1}/{cfg.steps} eps_loss {m_eps:.4f} attn_loss {m_attn:.4f} "
+                f"({el:.0f}s, {(step + 1 - start) / max(time.time() - t_run, 1e-6):.2f} it/s)"
+            )
             bar.set_postfix(eps=f"{m_eps:.4f}", attn=f"{m_attn:.3f}")
             run_eps, run_attn = [], []
         if (step + 1) % cfg.ckpt_every == 0 and step + 1 < cfg.steps:
@@ -450,7 +469,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             continue
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     p.add_argument("--keep-checkpoint", action="store_true")
-    p.add_argument("--model", default="{}", help='JSON overrides of ToyT2IConfig, e.g. \'{"unet_channels": [32, 64]}\'')
+    p.add_argument("--model", default="{}", help="JSON overrides of ToyT2IConfig, e.g. '{\"unet_channels\": [32, 64]}'")
     a = vars(p.parse_args(argv))
     a["model"] = json.loads(a["model"])
     a["out"] = a["out"] or d.out

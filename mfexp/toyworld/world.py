@@ -4,9 +4,10 @@ Categories are ``colour x shape`` (6 x 8 = 48 by default), named LVIS style (``r
 Rendering is pure: every function takes an explicit ``numpy.random.Generator`` and returns arrays; masks are exact
 (objects are drawn without anti-aliasing, so the mask is precisely the set of object pixels).
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -103,7 +104,9 @@ def caption(name: str, with_def: bool = False) -> str:
     colour, shape = split_name(name)
     text = CAPTION_TEMPLATE.format(name=f"{colour} {shape}")
     if with_def:
-        text = CAPTION_WITH_DEF_TEMPLATE.format(name=f"{colour} {shape}", definition=SHAPE_DEFS[shape].format(colour=colour))
+        text = CAPTION_WITH_DEF_TEMPLATE.format(
+            name=f"{colour} {shape}", definition=SHAPE_DEFS[shape].format(colour=colour)
+        )
     return text
 
 
@@ -191,7 +194,9 @@ def _category_parts(category: str | Mapping) -> tuple[str, str]:
     return split_name(name)
 
 
-def render_object(category: str | Mapping, size: int, rotation: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def render_object(
+    category: str | Mapping, size: int, rotation: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one object on a ``size x size`` patch.
 
     Returns ``(rgb, mask)``: ``rgb`` uint8 ``(size, size, 3)`` (meaningful where ``mask``), ``mask`` bool
@@ -252,7 +257,8 @@ def render_background(height: int, width: int, rng: np.random.Generator, kind: s
 
 
 def paste(canvas: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, left: int) -> np.ndarray:
-    """Paste an object patch onto ``canvas`` in place (clipped at the borders); returns the object's full-canvas mask."""
+    """Paste an object patch onto ``canvas`` in place (clipped at the borders); returns the object's
+    full-canvas mask."""
     H, W = canvas.shape[:2]
     h, w = mask.shape
     y0, x0 = max(top, 0), max(left, 0)
