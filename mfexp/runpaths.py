@@ -4,6 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
+
+
+class _Under:
+    """A path under the run folder ``root``: ``RunPaths(root).<name>`` is ``root / parts[0] / parts[1] ...``."""
+
+    def __init__(self, *parts: str, doc: str | None = None) -> None:
+        self.parts = parts
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, paths: None, owner: type) -> _Under: ...
+    @overload
+    def __get__(self, paths: RunPaths, owner: type) -> Path: ...
+    def __get__(self, paths: RunPaths | None, owner: type) -> _Under | Path:
+        return self if paths is None else paths.root.joinpath(*self.parts)
 
 
 @dataclass(frozen=True)
@@ -15,49 +31,20 @@ class RunPaths:
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
 
-    @property
-    def synthetic(self) -> Path:
-        """The generate stage's synthetic set: images/, annotations.json, gallery.jpg."""
-        return self.root / "synthetic"
-
-    @property
-    def synthetic_annotations(self) -> Path:
-        return self.synthetic / "annotations.json"
-
-    @property
-    def synthetic_images(self) -> Path:
-        return self.synthetic / "images"
-
-    @property
-    def train(self) -> Path:
-        return self.root / "train"
-
-    @property
-    def last_checkpoint(self) -> Path:
-        return self.train / "checkpoints" / "last.ckpt"
-
-    @property
-    def evaluate(self) -> Path:
-        return self.root / "evaluate"
-
-    @property
-    def metrics(self) -> Path:
-        """The evaluate stage's headline numbers (lvis-api fractions)."""
-        return self.root / "metrics.json"
-
-    @property
-    def stage_times(self) -> Path:
-        return self.root / "stage_times.json"
-
-    @property
-    def failed(self) -> Path:
-        """Written when a stage raised: {stage, type, message, traceback, time}; removed by a later success."""
-        return self.root / "failed.json"
-
-    @property
-    def wandb(self) -> Path:
-        """wandb's own folder (offline runs: wandb/offline-run-*)."""
-        return self.root / "wandb"
+    # the run folder's layout
+    synthetic = _Under("synthetic", doc="The generate stage's synthetic set: images/, annotations.json, gallery.jpg.")
+    synthetic_annotations = _Under("synthetic", "annotations.json")
+    synthetic_images = _Under("synthetic", "images")
+    train = _Under("train")
+    last_checkpoint = _Under("train", "checkpoints", "last.ckpt")
+    evaluate = _Under("evaluate")
+    metrics = _Under("metrics.json", doc="The evaluate stage's headline numbers (lvis-api fractions).")
+    stage_times = _Under("stage_times.json")
+    failed = _Under(
+        "failed.json",
+        doc="Written when a stage raised: {stage, type, message, traceback, time}; removed by a later success.",
+    )
+    wandb = _Under("wandb", doc="wandb's own folder (offline runs: wandb/offline-run-*).")
 
     def marker(self, stage: str) -> Path:
         """A finished stage's config hash, result and seconds: a re-run with the same config skips the stage."""

@@ -6,25 +6,8 @@ import random
 
 import pytest
 import yaml
-from fixtures_detection import make_lvis_fixture
-from helpers import ROOT, compose
+from helpers import DUMMY_FILES, ROOT, TINY_DETECTOR, compose
 from omegaconf import OmegaConf
-
-TINY = [
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-    "detector.max_iters=2",
-    "detector.batch_size=2",
-    "detector.eval_batch_size=2",
-    "detector.checkpoint_every=1",
-    "detector.vis_images=2",
-]
-DUMMY_FILES = dict(train_json="t.json", train_images="img", val_json="v.json", val_images="img")
-
-
-@pytest.fixture(scope="module")
-def fixture_files(tmp_path_factory):
-    return make_lvis_fixture(tmp_path_factory.mktemp("lvis_copy_paste"), num_train=6, num_val=3)
 
 
 def copy_paste_options(cfg):
@@ -132,7 +115,7 @@ def test_samples_are_jittered_and_pasted(fixture_files):
     from mfexp.detection import stages
 
     cfg = compose(
-        TINY
+        TINY_DETECTOR
         + ["augmenter=copy_paste", "augmenter.copy_paste.selected=false", "augmenter.copy_paste.ratio_range=[1.0,1.0]"]
     )
     module, _ = stages.build_detector(cfg, fixture_files, init_weights=False)
@@ -152,7 +135,7 @@ def test_copy_paste_trains(tmp_path, fixture_files, monkeypatch):
     from mfexp.detection import stages
 
     monkeypatch.setattr(stages, "dataset_files", lambda cfg: fixture_files)
-    result = stages.train(compose(TINY + ["augmenter=copy_paste"]), tmp_path)
+    result = stages.train(compose(TINY_DETECTOR + ["augmenter=copy_paste"]), tmp_path)
     assert result["steps"] == 2
     text = (tmp_path / "train" / "config.py").read_text()
     assert "MfexpCopyPaste" in text and "MultiImageMixDataset" in text

@@ -9,27 +9,12 @@ import numpy as np
 import pytest
 import torch
 from fixtures_detection import make_lvis_fixture
-from helpers import compose
+from helpers import TINY_DETECTOR, compose
 
 from mfexp.compat import patch_lvis
 from mfexp.detection import stages
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids
 from mfexp.lvis import read_lvis_json
-
-TINY = [
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-    "detector.max_iters=2",
-    "detector.batch_size=2",
-    "detector.eval_batch_size=2",
-    "detector.checkpoint_every=1",
-    "detector.vis_images=2",
-]
-
-
-@pytest.fixture(scope="module")
-def fixture_files(tmp_path_factory):
-    return make_lvis_fixture(tmp_path_factory.mktemp("lvis_fixture"), num_train=6, num_val=3)
 
 
 @pytest.fixture
@@ -131,7 +116,7 @@ def test_train_then_evaluate_toy_detector(tmp_path, fixture_files, use_files):
     use_files(fixture_files)
     run_dir = tmp_path / "run"
     syn = add_synthetic(run_dir, tmp_path / "syn")
-    cfg = compose(TINY)
+    cfg = compose(TINY_DETECTOR)
     result = stages.train(cfg, run_dir)
     assert result["steps"] == 2 and result["synthetic_images"] == len(syn["images"])
     assert (run_dir / "train" / "checkpoints" / "last.ckpt").is_file()
@@ -162,7 +147,7 @@ def test_train_then_evaluate_toy_detector(tmp_path, fixture_files, use_files):
 
     # a checkpoint of another detector: one clear error
     ckpt = run_dir / "train" / "checkpoints" / "last.ckpt"
-    other = compose(TINY + ["detector.name=mask_rcnn_other", f"+evaluate.checkpoint={ckpt}"])
+    other = compose(TINY_DETECTOR + ["detector.name=mask_rcnn_other", f"+evaluate.checkpoint={ckpt}"])
     with pytest.raises(ValueError, match="checkpoint .* is from detector 'mask_rcnn_toy'"):
         stages.evaluate(other, tmp_path / "elsewhere")
 
@@ -171,7 +156,7 @@ def test_resume_continues_step_count(tmp_path, fixture_files, use_files, monkeyp
     use_files(fixture_files)
     from mfexp.detection.module import DetectorModule
 
-    cfg = compose(TINY + ["detector.max_iters=4", "detector.checkpoint_every=2"])
+    cfg = compose(TINY_DETECTOR + ["detector.max_iters=4", "detector.checkpoint_every=2"])
     step = DetectorModule.training_step
     calls = []
 
@@ -202,7 +187,7 @@ def test_synthetic_merge_keeps_category_ids(tmp_path, fixture_files):
 
     run_dir = tmp_path / "run"
     syn = add_synthetic(run_dir, tmp_path / "syn")
-    module, info = stages.build_detector(compose(TINY), fixture_files, stages.synthetic_files(run_dir))
+    module, info = stages.build_detector(compose(TINY_DETECTOR), fixture_files, stages.synthetic_files(run_dir))
     dataset = DATASETS.build(module.mm_cfg.train_dataloader.dataset).dataset  # inside the repeat-factor wrapper
     real, *synthetic = dataset.datasets
     assert len(synthetic) == 1 and len(real) == len(info["train"]["images"])
@@ -226,7 +211,7 @@ def test_sampler_reshuffles_each_epoch_and_shards_by_rank(fixture_files, monkeyp
     epochs = {}
     for rank in (0, 1):
         monkeypatch.setattr(mm_sampler, "get_dist_info", lambda: (rank, 2))  # noqa: B023  (called at once)
-        module, _ = stages.build_detector(compose(TINY), fixture_files, world_size=2)
+        module, _ = stages.build_detector(compose(TINY_DETECTOR), fixture_files, world_size=2)
         loader = module.train_dataloader()
         for epoch in range(3):
             loader.batch_sampler.set_epoch(epoch)  # what Lightning calls
@@ -243,12 +228,12 @@ def test_synthetic_category_mismatch_raises(tmp_path, fixture_files):
     cats = json.loads(Path(fixture_files["train_json"]).read_text())["categories"]
     add_synthetic(run_dir, tmp_path / "syn", categories=cats + [dict(cats[0], id=999, name="extra")])
     with pytest.raises(ValueError, match="synthetic annotations .* category ids differ from the real train set"):
-        stages.build_detector(compose(TINY), fixture_files, stages.synthetic_files(run_dir))
+        stages.build_detector(compose(TINY_DETECTOR), fixture_files, stages.synthetic_files(run_dir))
 
 
 # ------------------------------------------------------------------------------------------------------ errors
 def test_bad_annotation_files_raise_clear_errors(tmp_path, fixture_files):
-    cfg = compose(TINY)
+    cfg = compose(TINY_DETECTOR)
 
     def build(**change):
         return stages.build_detector(cfg, dict(fixture_files, **change))
@@ -271,7 +256,7 @@ def test_bad_annotation_files_raise_clear_errors(tmp_path, fixture_files):
 def test_evaluate_without_checkpoint_raises(tmp_path, fixture_files, use_files):
     use_files(fixture_files)
     with pytest.raises(FileNotFoundError, match="no checkpoint to evaluate"):
-        stages.evaluate(compose(TINY), tmp_path)
+        stages.evaluate(compose(TINY_DETECTOR), tmp_path)
 
 
 def test_lvis_paths_missing_files(tmp_path):
@@ -330,7 +315,7 @@ def test_lvis_experiment_one_iteration_1203_classes(tmp_path, use_files):
 def test_bf16_mixed_on_cpu(tmp_path, fixture_files, use_files):
     """bf16 autocast (the GPU setting) runs through mmcv's float-only ops (patched in mfexp.compat)."""
     use_files(fixture_files)
-    cfg = compose(TINY + ["detector.max_iters=1", "trainer.precision=bf16-mixed"])
+    cfg = compose(TINY_DETECTOR + ["detector.max_iters=1", "trainer.precision=bf16-mixed"])
     assert stages.train(cfg, tmp_path)["steps"] == 1
     assert stages.evaluate(cfg, tmp_path)["num_val_images"] == 3
 
@@ -338,7 +323,7 @@ def test_bf16_mixed_on_cpu(tmp_path, fixture_files, use_files):
 KILL_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
-from helpers import compose
+from helpers import TINY_DETECTOR, compose
 from mfexp.detection import stages
 stages.dataset_files = lambda cfg: json.loads({files!r})
 stages.train(compose({overrides!r}), {run_dir!r})
@@ -355,7 +340,7 @@ def test_kill_9_then_rerun_resumes(tmp_path, fixture_files, use_files, monkeypat
     from mfexp.detection.module import DetectorModule
 
     use_files(fixture_files)
-    overrides = TINY + ["detector.max_iters=1000", "detector.checkpoint_every=2"]
+    overrides = TINY_DETECTOR + ["detector.max_iters=1000", "detector.checkpoint_every=2"]
     files = {k: v for k, v in fixture_files.items() if k != "novel_ids"}
     script = KILL_SCRIPT.format(
         tests=str(Path(__file__).parent), files=json.dumps(files), overrides=overrides, run_dir=str(tmp_path)

@@ -7,22 +7,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_detection import make_lvis_fixture
-from helpers import compose
-
-TINY = [
-    "logger=none",
-    "trainer.enable_progress_bar=false",
-    "detector.max_iters=2",
-    "detector.batch_size=2",
-    "detector.eval_batch_size=2",
-    "detector.checkpoint_every=1",
-    "detector.vis_images=2",
-]
-
-
-@pytest.fixture(scope="module")
-def fixture_files(tmp_path_factory):
-    return make_lvis_fixture(tmp_path_factory.mktemp("lvis_protocols"), num_train=6, num_val=3)
+from helpers import TINY_DETECTOR, compose
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +43,7 @@ def test_train_data_selects_the_training_sets(fixture_files, synthetic, train_da
     from mfexp.detection import stages
 
     module, info = stages.build_detector(
-        compose(TINY + [f"train_data={train_data}"]), fixture_files, synthetic, init_weights=False
+        compose(TINY_DETECTOR + [f"train_data={train_data}"]), fixture_files, synthetic, init_weights=False
     )
     dataset = module.mm_cfg.train_dataloader.dataset
     assert dataset.type == "ClassBalancedDataset" and ann_files(dataset) == expected
@@ -70,15 +55,19 @@ def test_train_data_selects_the_training_sets(fixture_files, synthetic, train_da
 def test_train_data_without_a_synthetic_set(fixture_files):
     from mfexp.detection import stages
 
-    module, _ = stages.build_detector(compose(TINY), fixture_files, None, init_weights=False)  # both: real only
+    module, _ = stages.build_detector(
+        compose(TINY_DETECTOR), fixture_files, None, init_weights=False
+    )  # both: real only
     assert ann_files(module.mm_cfg.train_dataloader.dataset) == ["train.json"]
     with pytest.raises(ValueError, match="train_data=synthetic, but this run has no synthetic set"):
-        stages.build_detector(compose(TINY + ["train_data=synthetic"]), fixture_files, None, init_weights=False)
+        stages.build_detector(
+            compose(TINY_DETECTOR + ["train_data=synthetic"]), fixture_files, None, init_weights=False
+        )
     with pytest.raises(ValueError, match="train_data='fake': choose one of real, synthetic, both"):
-        stages.build_detector(compose(TINY + ["train_data=fake"]), fixture_files, None, init_weights=False)
+        stages.build_detector(compose(TINY_DETECTOR + ["train_data=fake"]), fixture_files, None, init_weights=False)
     # evaluation reads no training data: a synthetic-only run evaluates without its synthetic set
     module, _ = stages.build_detector(
-        compose(TINY + ["train_data=synthetic"]), fixture_files, None, init_weights=False, training=False
+        compose(TINY_DETECTOR + ["train_data=synthetic"]), fixture_files, None, init_weights=False, training=False
     )
     assert "train_dataloader" not in module.mm_cfg
 
@@ -88,7 +77,7 @@ def test_train_stage_reports_what_it_trained_on(tmp_path, fixture_files, synthet
 
     monkeypatch.setattr(stages, "dataset_files", lambda cfg: fixture_files)
     shutil.copytree(Path(synthetic["json"]).parent, tmp_path / "synthetic")
-    result = stages.train(compose(TINY + ["train_data=synthetic", "detector.max_iters=1"]), tmp_path)
+    result = stages.train(compose(TINY_DETECTOR + ["train_data=synthetic", "detector.max_iters=1"]), tmp_path)
     assert result["train_data"] == "synthetic" and result["train_images"] == 0 and result["synthetic_images"] == 3
     assert "train.json" not in (tmp_path / "train" / "config.py").read_text()
 

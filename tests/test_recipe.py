@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_detection import make_lvis_fixture
-from helpers import compose
+from helpers import DUMMY_FILES, compose
 
 ZOO = "mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py"
 TINY = [
@@ -20,12 +20,6 @@ TINY = [
     "detector.checkpoint_every=1000",
     "detector.vis_images=2",
 ]
-DUMMY_FILES = dict(train_json="t.json", train_images="img", val_json="v.json", val_images="img")
-
-
-@pytest.fixture(scope="module")
-def fixture_files(tmp_path_factory):
-    return make_lvis_fixture(tmp_path_factory.mktemp("lvis_recipe"), num_train=6, num_val=3)
 
 
 def zoo_config():

@@ -144,12 +144,7 @@ def train(args) -> dict:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3f}")
     info = dict(
         classes=list(CLASSES),
-        images=args.images,
-        size=args.size,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        seed=args.seed,
+        **{k: getattr(args, k) for k in ("images", "size", "steps", "batch", "lr", "seed")},  # the settings
         val_accuracy=round(accuracy(model, val_images, val_labels), 4),
         seconds=round(time.time() - start, 1),
         backbone=BACKBONE,
