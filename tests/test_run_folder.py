@@ -122,12 +122,23 @@ def test_a_slurm_task_of_rank_1_writes_nothing_and_starts_no_wandb(tmp_path):
     assert list(folder.wandb.glob("offline-run-*-generate"))
 
 
-def wandb_records(offline_run: Path) -> dict[str, list]:
-    """What an offline wandb run logged: the protobuf Records of its .wandb file (a LevelDB-style log: a 7-byte
-    file header, 32 KiB blocks, chunks with a 7-byte header: crc32, length, type full/first/middle/last), by kind."""
+def wandb_records(offline_run: Path, wait: float = 60.0) -> dict[str, list]:
+    """What an offline wandb run logged, by kind; waits (up to ``wait`` s) until the run record is on disk: on a
+    loaded machine wandb-core may still be writing the file when ``finish()`` has returned."""
+    deadline = time.monotonic() + wait
+    while True:
+        records = read_wandb_file(next(offline_run.glob("run-*.wandb")))
+        if "run" in records or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
+def read_wandb_file(path: Path) -> dict[str, list]:
+    """The protobuf Records of a .wandb file (a LevelDB-style log: a 7-byte file header, 32 KiB blocks, chunks with a
+    7-byte header: crc32, length, type full/first/middle/last), by kind."""
     from wandb.proto.wandb_internal_pb2 import Record
 
-    data = next(offline_run.glob("run-*.wandb")).read_bytes()
+    data = path.read_bytes()
     assert data[:4] == b":W&B"
     records, pos, pending = {}, 7, b""
     while pos + 7 <= len(data):
