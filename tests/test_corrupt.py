@@ -188,7 +188,7 @@ def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
     assert out["swept"] == ["generator.corrupt.labels"]
     rows = {str(r["generator.corrupt.labels"]): r for r in out["rows"]}
     assert set(rows) == {"0.0", "0.5"}
-    assert rows["0.5"]["n_pairs"] == 3 and abs(rows["0.5"]["APr_delta"] + 0.05) < 1e-9
+    assert rows["0.5"]["n_pairs"] == 3 and abs(rows["0.5"]["APr_delta"] + 5.0) < 1e-9  # AP points (%)
     assert "generate.reuse" not in (tmp_path / "rep" / "summary.csv").read_text().splitlines()[0]
 
 
