@@ -63,9 +63,12 @@ def main(cfg: DictConfig) -> None:
     from mfexp.run import StageFailed, StopRequested, record_failure, run_experiment, summary
     from mfexp.runpaths import RunPaths
     from mfexp.targets import MissingPackage
+    from mfexp.tracking import is_rank_zero
 
     offline_defaults(cfg)
     quiet_third_party()
+    if not is_rank_zero():  # a DDP/SLURM worker: the console and the log show rank 0's lines; warnings from all
+        logging.getLogger("mfexp").setLevel(logging.WARNING)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         validate(cfg)
@@ -92,7 +95,8 @@ def main(cfg: DictConfig) -> None:
             file=sys.stderr,
         )
         raise
-    log.info("\n%s", summary(results, run_dir))  # console and the run's log file
+    if is_rank_zero():
+        log.info("\n%s", summary(results, run_dir))  # console and the run's log file
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY_DETECTOR = [
     "logger=none",
     "trainer.enable_progress_bar=false",
+    "trainer.devices=1",  # one in-process trainer (devices=auto on a CPU is DDP, which relaunches the command)
     "detector.max_iters=2",
     "detector.batch_size=2",
     "detector.eval_batch_size=2",

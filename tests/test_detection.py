@@ -304,6 +304,7 @@ def test_lvis_experiment_one_iteration_1203_classes(tmp_path, use_files):
             "detector.vis_images=1",
             "logger=none",
             "trainer.enable_progress_bar=false",
+            "trainer.devices=1",
         ]
     )
     assert stages.train(cfg, tmp_path / "run")["steps"] == 1

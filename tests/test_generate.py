@@ -29,6 +29,7 @@ def overrides(categories_file, *extra):
         "generator.mask.min_area=0.02",
         "logger=none",
         "trainer.accelerator=cpu",
+        "trainer.devices=1",
         "trainer.enable_progress_bar=false",
         "stages=[generate]",
         *extra,

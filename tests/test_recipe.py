@@ -15,6 +15,7 @@ ZOO = "mmdet::lvis/mask-rcnn_r50_fpn_sample1e-3_ms-1x_lvis-v1.py"
 TINY = [
     "logger=none",
     "trainer.enable_progress_bar=false",
+    "trainer.devices=1",
     "detector.batch_size=2",
     "detector.eval_batch_size=2",
     "detector.checkpoint_every=1000",

@@ -22,6 +22,7 @@ GENERATE = [
     "generator/model=tiny_random",
     "generator.num_objects=2",
     "trainer.accelerator=cpu",
+    "trainer.devices=1",
     "trainer.enable_progress_bar=false",
 ]  # + generator.images_per_category: mosaics per rare category
 

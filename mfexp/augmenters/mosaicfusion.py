@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from mfexp.callbacks import StopOnSigterm
 from mfexp.data import config_hash, prepare_dataset
+from mfexp.devices import trainer_args
 from mfexp.draw import gallery_items, write_gallery
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
 from mfexp.lvis import (
@@ -118,14 +119,8 @@ def reason_kind(reason: str) -> str:
 
 
 def trainer_kwargs(cfg) -> dict:
-    t = cfg.trainer
-    return dict(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        enable_progress_bar=t.enable_progress_bar,
-    )
+    t = trainer_args(cfg.trainer)
+    return {k: t[k] for k in ("accelerator", "devices", "num_nodes", "strategy", "enable_progress_bar")}
 
 
 def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:

@@ -33,6 +33,7 @@ from mfexp.detection.datasets import class_names
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids, per_category_rows
 from mfexp.detection.mmdet_config import detector_config
 from mfexp.detection.module import AtomicCheckpointIO, DetectorModule, load_weights
+from mfexp.devices import trainer_args
 from mfexp.draw import plot_per_category, prediction_overlays
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, csv_bytes
 from mfexp.lvis import check_same_categories, read_lvis_json
@@ -70,7 +71,7 @@ def make_trainer(cfg, tracker: Tracker, log_dir: Path | None = None, **kwargs) -
     """A Lightning Trainer from ``cfg.trainer`` (accelerator, devices, precision ...) plus stage arguments; logs go
     to the stage's wandb run (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``. Samplers are mmengine's
     (seeded, sharded by rank), so Lightning must not replace them."""
-    args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    args = trainer_args(cfg.trainer)
     args.setdefault("enable_model_summary", False)
     loggers = [CSVLogger(log_dir, name="", version="")] if log_dir else []
     loggers += [tracker.lightning_logger()] if tracker else []
