@@ -1,4 +1,5 @@
-"""Lightning callbacks of the stages: stop requests in `predict`, and one training bar for the whole run."""
+"""Lightning callbacks of the stages: stop requests (in `predict`; a checkpoint on a stop in `fit`), and one training
+bar for the whole run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ class StopOnSigterm(Callback):
     def on_predict_batch_end(self, trainer, *args, **kwargs) -> None:
         if trainer.received_sigterm:
             raise SIGTERMException
+
+
+class CheckpointOnStop(Callback):
+    """Save the training state to ``path`` (the run's last.ckpt) when a stop request (SIGTERM, Ctrl-C) ends
+    `Trainer.fit`, so that the rerun resumes at the step reached, not at the last ``checkpoint_every``. Lightning
+    raises the request at a step boundary (Ctrl-C: where it lands; the step in hand is not counted), on every rank."""
+
+    def __init__(self, path) -> None:
+        self.path = str(path)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class RunProgressBar(RichProgressBar):

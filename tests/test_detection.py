@@ -3,6 +3,7 @@
 import copy
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -363,6 +364,64 @@ def test_kill_9_then_rerun_resumes(tmp_path, fixture_files, use_files, monkeypat
         proc.wait()
     saved = torch.load(last, weights_only=False)["global_step"]
     assert saved >= 4
+
+    first_steps = []
+
+    def stop_after_first(self, batch, batch_idx):
+        first_steps.append(self.global_step)
+        raise RuntimeError("seen enough")
+
+    monkeypatch.setattr(DetectorModule, "training_step", stop_after_first)
+    with pytest.raises(RuntimeError, match="seen enough"):
+        stages.train(compose(overrides), tmp_path)
+    assert first_steps == [saved]
+
+
+STOP_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from helpers import TINY_DETECTOR, compose
+from mfexp.detection import stages
+from mfexp.detection.module import DetectorModule
+stages.dataset_files = lambda cfg: json.loads({files!r})
+step = DetectorModule.training_step
+def announce(self, batch, batch_idx):
+    print("step", self.global_step, flush=True)
+    return step(self, batch, batch_idx)
+DetectorModule.training_step = announce
+stages.train(compose({overrides!r}), {run_dir!r})
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_request_during_training_saves_the_step_reached(tmp_path, fixture_files, use_files, monkeypatch, signum):
+    """SIGTERM or Ctrl-C (SIGINT) mid-training: last.ckpt holds the step reached (no checkpoint_every step was
+    due), and the rerun starts there."""
+    import subprocess
+    import sys
+
+    from mfexp.detection.module import DetectorModule
+
+    use_files(fixture_files)
+    overrides = TINY_DETECTOR + ["detector.max_iters=1000", "detector.checkpoint_every=1000"]
+    files = {k: v for k, v in fixture_files.items() if k != "novel_ids"}
+    script = STOP_SCRIPT.format(
+        tests=str(Path(__file__).parent), files=json.dumps(files), overrides=overrides, run_dir=str(tmp_path)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        for line in proc.stdout:
+            if line.split() == ["step", "3"]:
+                proc.send_signal(signum)
+                break
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    last = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)["global_step"]
+    assert 3 <= saved < 1000
 
     first_steps = []
 

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from mfexp.callbacks import RunProgressBar, StopOnSigterm
+from mfexp.callbacks import CheckpointOnStop, RunProgressBar, StopOnSigterm
 from mfexp.compat import patch_all
 from mfexp.detection.datasets import class_names
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids, per_category_rows
@@ -133,8 +133,9 @@ def build_detector(
 
 def train(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     """Train the detector on the real train set and/or ``run_dir/synthetic`` (``train_data``: both by default, the
-    real set alone when there is no synthetic set); resumes from last.ckpt. A stop request (SIGTERM) ends training
-    at a step boundary; the re-run resumes from the last checkpoint (every ``detector.checkpoint_every`` steps)."""
+    real set alone when there is no synthetic set); resumes from last.ckpt. A stop request (SIGTERM, Ctrl-C) ends
+    training at a step boundary and saves last.ckpt there; the re-run resumes from it (a killed run: from the last
+    checkpoint, every ``detector.checkpoint_every`` steps)."""
     paths = RunPaths(run_dir)
     last = paths.last_checkpoint
     ckpt_dir = last.parent
@@ -149,7 +150,7 @@ def train(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         tracker,
         paths.train,
         max_epochs=-1,
-        callbacks=[checkpoint],
+        callbacks=[checkpoint, CheckpointOnStop(last)],
         default_root_dir=str(paths.train),
         num_sanity_val_steps=0,
     )
