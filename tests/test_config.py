@@ -165,3 +165,12 @@ def test_allow_download_from_the_environment_is_a_bool(monkeypatch):
     assert compose(["generator/model=sd14"]).generator.model.allow_download is False
     monkeypatch.setenv("MFEXP_ALLOW_DOWNLOAD", "true")
     assert compose(["generator/model=sd14"]).generator.model.allow_download is True
+
+
+def test_composed_config_pickles():
+    """Sweeps on SLURM and spawned processes pickle the config: the schema classes must be importable by name."""
+    import pickle
+
+    cfg = compose(["augmenter=cut_paste", "dataset=lvis_v1", "detector=mask_rcnn_r50_fpn_lvis"])
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg and OmegaConf.get_type(again.augmenter) is OmegaConf.get_type(cfg.augmenter)
