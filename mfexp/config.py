@@ -28,6 +28,16 @@ def schema(name: str, /, *bases: type, **keys: Any) -> type:
 # One schema per statement, several keys a line: `key=type`; a nested node is typed by its schema.
 # fmt: off
 
+# ---------------------------------------------------------------------------------------------------- synthetic
+
+# what the generate stage makes, whichever augmenter makes it (conf/synthetic/default.yaml)
+CorruptConfig = schema("CorruptConfig", labels=float, masks=str, dilate_px=int)
+SyntheticConfig = schema(
+    "SyntheticConfig",
+    main_frequency=list[str], mixed_frequency=list[str], images_per_category=int, num_objects=int,
+    max_images=int | None, corrupt=CorruptConfig, gallery_size=int, jpeg_quality=int,
+)
+
 # ---------------------------------------------------------------------------------------------------- generator
 
 ModelConfig = schema(
@@ -47,14 +57,12 @@ MaskConfig = schema(
     refine=str, refine_lambda=float, refine_sigma_color=float, bilateral=BilateralConfig,
     min_area=float, max_area=float, area_reference=str, nominal_size=list[int] | None,
 )
-CorruptConfig = schema("CorruptConfig", labels=float, masks=str, dilate_px=int)
 GeneratorConfig = schema(
     "GeneratorConfig",
-    model=ModelConfig, num_objects=int, grid=list[int] | None, region_size=list[int], overlap=list[int],
-    jitter=list[float], main_frequency=list[str], mixed_frequency=list[str], categories=str | None, prompt=str,
-    negative_prompt=str, images_per_category=int, max_mosaics=int | None, num_inference_steps=int,
-    guidance_scale=float, scheduler=str, blend_sigma=float, batch_size=int, decode=str, dtype=str,
-    attention=AttentionConfig, mask=MaskConfig, corrupt=CorruptConfig, gallery_size=int, jpeg_quality=int,
+    model=ModelConfig, grid=list[int] | None, region_size=list[int], overlap=list[int], jitter=list[float],
+    categories=str | None, prompt=str, negative_prompt=str, num_inference_steps=int, guidance_scale=float,
+    scheduler=str, blend_sigma=float, batch_size=int, decode=str, dtype=str,
+    attention=AttentionConfig, mask=MaskConfig,
 )
 
 # ---------------------------------------------------------------------------------------------------- augmenters
@@ -68,9 +76,8 @@ CopyPasteOptions = schema(
 CopyPasteConfig = schema("CopyPasteConfig", AugmenterConfig, copy_paste=CopyPasteOptions)
 CutPasteConfig = schema(
     "CutPasteConfig", AugmenterConfig,
-    main_frequency=list[str], mixed_frequency=list[str], images_per_category=int, objects_per_image=int,
-    max_images=int | None, scale=list[float], flip=float, blur_sigma=float, min_source_area=int,
-    min_visible_area=int, min_visible_fraction=float, background=str, gallery_size=int, jpeg_quality=int,
+    scale=list[float], flip=float, blur_sigma=float, min_source_area=int, min_visible_area=int,
+    min_visible_fraction=float, background=str,
 )
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -113,7 +120,7 @@ GenerateConfig = schema("GenerateConfig", reuse=str | None)
 EvaluateConfig = schema("EvaluateConfig", checkpoint=str | None)
 Config = schema(
     "Config",
-    generator=GeneratorConfig,
+    synthetic=SyntheticConfig, generator=GeneratorConfig,
     augmenter=AugmenterConfig,  # a group's YAML file with more keys names a schema of more (a subclass)
     dataset=DatasetConfig, detector=DetectorConfig, trainer=TrainerConfig, logger=LoggerConfig, paths=PathsConfig,
     stages=list[str], seed=int, train_data=str, generate=GenerateConfig, evaluate=EvaluateConfig,
@@ -173,26 +180,30 @@ def validate_generator(g) -> None:
         (g.mask.refine in REFINE_METHODS, "mask.refine", _choices(REFINE_METHODS)),
         (g.mask.area_reference in AREA_REFERENCES, "mask.area_reference", _choices(AREA_REFERENCES)),
         ("{name}" in g.prompt, "prompt", "must contain {name}, the category's name"),
-        (g.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (g.max_mosaics is None or g.max_mosaics >= 0, "max_mosaics", "must be >= 0 or null (all)"),
         (g.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
         (g.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
         (math.isfinite(g.blend_sigma) and g.blend_sigma > 0, "blend_sigma", "must be > 0 (x the region's size)"),
         (g.batch_size >= 1, "batch_size", "must be >= 1"),
-        (g.gallery_size >= 0, "gallery_size", "must be >= 0"),
-        (1 <= g.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
         (t == "otsu" or (number and 0 < t < 1), "mask.threshold", "must be otsu or a number in (0, 1)"),
         (0 <= g.mask.min_area <= g.mask.max_area, "mask.min_area", "must be in [0, generator.mask.max_area]"),
     ]
     _check_all(g, "generator", checks)
 
 
+def validate_synthetic(s) -> None:
+    checks = [
+        (s.images_per_category >= 1, "images_per_category", "must be >= 1"),
+        (s.num_objects >= 1, "num_objects", "must be >= 1"),
+        (s.max_images is None or s.max_images >= 0, "max_images", "must be >= 0 or null (all)"),
+        (s.gallery_size >= 0, "gallery_size", "must be >= 0"),
+        (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
+    ]
+    _check_all(s, "synthetic", checks)
+
+
 def validate_cut_paste(a) -> None:
     scale = len(a.scale) == 2 and 1e-3 <= a.scale[0] <= a.scale[1] <= 1.0
     checks = [
-        (a.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (a.objects_per_image >= 1, "objects_per_image", "must be >= 1"),
-        (a.max_images is None or a.max_images >= 0, "max_images", "must be >= 0 or null"),
         (scale, "scale", "must be a pair [low, high] with 0.001 <= low <= high <= 1"),
         (0.0 <= a.flip <= 1.0, "flip", "must be a probability in [0, 1]"),
         (a.blur_sigma >= 0, "blur_sigma", "must be >= 0"),
@@ -200,8 +211,6 @@ def validate_cut_paste(a) -> None:
         (a.min_visible_area >= 1, "min_visible_area", "must be >= 1"),
         (0.0 <= a.min_visible_fraction < 1.0, "min_visible_fraction", "must be in [0, 1)"),
         (a.background in ("image", "uniform"), "background", _choices(("image", "uniform"))),
-        (a.gallery_size >= 0, "gallery_size", "must be >= 0"),
-        (1 <= a.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
     ]
     _check_all(a, "augmenter", checks)
 
@@ -223,6 +232,7 @@ def validate(cfg) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _check(cfg.train_data in TRAIN_DATA, "train_data", cfg.train_data, _choices(TRAIN_DATA))
     validate_trainer(cfg.trainer)
+    validate_synthetic(cfg.synthetic)
     validate_generator(cfg.generator)
     if OmegaConf.get_type(cfg.augmenter) is CutPasteConfig:
         validate_cut_paste(cfg.augmenter)
