@@ -41,7 +41,7 @@ def config(args):
     return compose(
         MODELS[args.model]
         + [
-            f"generator.num_objects={args.num_objects}",
+            f"synthetic.num_objects={args.num_objects}",
             "generator.jitter=[1.0,1.0]",
             f"generator.num_inference_steps={args.steps}",
             f"generator.dtype={args.dtype}",
@@ -65,7 +65,7 @@ def child(args) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    gen = MosaicFusionGenerator(pipe, cfg.generator)
+    gen = MosaicFusionGenerator(pipe, cfg.generator, cfg.synthetic)
     cats = [
         {"id": i, "name": n, "def": "", "frequency": "r"}
         for i, n in enumerate(["red circle", "blue square", "green star", "black cross"], 1)

@@ -204,13 +204,13 @@ def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=(),
     cfg = compose(
         [
             "generator/model=toy",
-            f"generator.num_objects={n}",
+            f"synthetic.num_objects={n}",
             f"generator.num_inference_steps={steps}",
-            "generator.images_per_category=1",
+            "synthetic.images_per_category=1",
             *extra,
         ]
     )
-    gen = MosaicFusionGenerator(pipe, cfg.generator)
+    gen = MosaicFusionGenerator(pipe, cfg.generator, cfg.synthetic)
     results, start = [], time.perf_counter()
     for i in range(count):
         results += gen([gen.plan(i % len(cats), cats, mixed or cats, seed + i)])
@@ -454,8 +454,8 @@ def main():
 
         full = compose(["generator/model=toy", *model])
         pool = load_categories(prepare_dataset(full.dataset)["train_json"])
-        main_cats = select_categories(pool, full.generator.main_frequency, "main")
-        mixed_cats = select_categories(pool, full.generator.mixed_frequency, "mixed")
+        main_cats = select_categories(pool, full.synthetic.main_frequency, "main")
+        mixed_cats = select_categories(pool, full.synthetic.mixed_frequency, "mixed")
     report = {
         "model": str(args.model_path or "shipped"),
         "classifier_accuracy_on_real_crops": round(real_acc, 4),

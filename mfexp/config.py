@@ -1,270 +1,132 @@
 """The config's schema and the checks its types cannot state.
 
-The dataclasses below are registered in Hydra's ConfigStore; the YAML files in conf/ hold the values (and their
-comments). `Config` types every group (conf/config.yaml names it first in its defaults list); a YAML file with more
-keys than its group's base type names a subclass schema in its own defaults list (e.g. conf/augmenter/cut_paste.yaml).
-A bad type or an unknown key fails at composition, with Hydra's message naming the key. The schemas add no key of
-their own, so the resolved config (and the run folders' stage hashes) is the YAML's. `validate` checks ranges and
-choices right after composition, before any stage runs.
+The schemas below are dataclasses (built by `schema` from a name and its typed keys), registered in Hydra's
+ConfigStore; the YAML files in conf/ hold the values (and their comments). `Config` types every group
+(conf/config.yaml names it first in its defaults list); a YAML file with more keys than its group's base type names a
+subclass schema in its own defaults list (e.g. conf/augmenter/cut_paste.yaml). No key has a default (each is MISSING
+until a YAML file sets it). A bad type or an unknown key fails at composition, with Hydra's message naming the key.
+The schemas add no key of their own, so the resolved config (and the run folders' stage hashes) is the YAML's.
+`validate` checks ranges and choices right after composition, before any stage runs.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, ListConfig, OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 TRAIN_DATA = ("real", "synthetic", "both")
 
 
+def schema(name: str, /, *bases: type, **keys: Any) -> type:
+    """A dataclass `name` (subclass of `bases`) with the typed `keys`, none with a default (MISSING in OmegaConf).
+    It belongs to this module (assigned to a module-level `name`), so configs typed by it pickle (DDP, SLURM jobs)."""
+    return make_dataclass(name, list(keys.items()), bases=bases, namespace={"__module__": __name__})
+
+
+# One schema per statement, several keys a line: `key=type`; a nested node is typed by its schema.
+# fmt: off
+
+# ---------------------------------------------------------------------------------------------------- synthetic
+
+# what the generate stage makes, whichever augmenter makes it (conf/synthetic/default.yaml)
+CorruptConfig = schema("CorruptConfig", labels=float, masks=str, dilate_px=int)
+SyntheticConfig = schema(
+    "SyntheticConfig",
+    main_frequency=list[str], mixed_frequency=list[str], images_per_category=int, num_objects=int,
+    max_images=int | None, corrupt=CorruptConfig, gallery_size=int, jpeg_quality=int,
+)
+
 # ---------------------------------------------------------------------------------------------------- generator
 
-
-@dataclass
-class ModelConfig:
-    path: str | None = MISSING
-    revision: str | None = MISSING
-    allow_download: bool = MISSING
-    region_size: list[int] = MISSING
-    overlap: list[int] = MISSING
-    num_inference_steps: int = MISSING
-    guidance_scale: float = MISSING
-    dtype: str = MISSING
-    decode: str = MISSING
-    attention_resolutions: list[int] = MISSING
-
-
-@dataclass
-class TinyRandomModelConfig(ModelConfig):
-    seed: int = MISSING
-    size: str = MISSING
-
-
-@dataclass
-class AttentionConfig:
-    resolutions: list[int] = MISSING
-    blocks: list[str] = MISSING
-    steps: list[int | None] = MISSING
-
-
-@dataclass
-class BilateralConfig:
-    passes: int = MISSING
-    sigma_spatial: float = MISSING
-    sigma_luma: float = MISSING
-    sigma_chroma: float = MISSING
-    lam: float = MISSING
-    confidence: float = MISSING
-
-
-@dataclass
-class MaskConfig:
-    threshold: Any = MISSING  # otsu | a number in (0, 1)
-    refine: str = MISSING
-    refine_lambda: float = MISSING
-    refine_sigma_color: float = MISSING
-    bilateral: BilateralConfig = MISSING
-    min_area: float = MISSING
-    max_area: float = MISSING
-    area_reference: str = MISSING
-    nominal_size: list[int] | None = MISSING
-
-
-@dataclass
-class CorruptConfig:
-    labels: float = MISSING
-    masks: str = MISSING
-    dilate_px: int = MISSING
-
-
-@dataclass
-class GeneratorConfig:
-    model: ModelConfig = MISSING
-    num_objects: int = MISSING
-    grid: list[int] | None = MISSING
-    region_size: list[int] = MISSING
-    overlap: list[int] = MISSING
-    jitter: list[float] = MISSING
-    main_frequency: list[str] = MISSING
-    mixed_frequency: list[str] = MISSING
-    categories: str | None = MISSING
-    prompt: str = MISSING
-    negative_prompt: str = MISSING
-    images_per_category: int = MISSING
-    max_mosaics: int | None = MISSING
-    num_inference_steps: int = MISSING
-    guidance_scale: float = MISSING
-    scheduler: str = MISSING
-    blend_sigma: float = MISSING
-    batch_size: int = MISSING
-    decode: str = MISSING
-    dtype: str = MISSING
-    attention: AttentionConfig = MISSING
-    mask: MaskConfig = MISSING
-    corrupt: CorruptConfig = MISSING
-    gallery_size: int = MISSING
-    jpeg_quality: int = MISSING
-
+ModelConfig = schema(
+    "ModelConfig",
+    path=str | None, revision=str | None, allow_download=bool, region_size=list[int], overlap=list[int],
+    num_inference_steps=int, guidance_scale=float, dtype=str, decode=str, attention_resolutions=list[int],
+)
+TinyRandomModelConfig = schema("TinyRandomModelConfig", ModelConfig, seed=int, size=str)
+AttentionConfig = schema("AttentionConfig", resolutions=list[int], blocks=list[str], steps=list[int | None])
+BilateralConfig = schema(
+    "BilateralConfig",
+    passes=int, sigma_spatial=float, sigma_luma=float, sigma_chroma=float, lam=float, confidence=float,
+)
+MaskConfig = schema(
+    "MaskConfig",
+    threshold=Any,  # otsu | a number in (0, 1)
+    refine=str, refine_lambda=float, refine_sigma_color=float, bilateral=BilateralConfig,
+    min_area=float, max_area=float, area_reference=str, nominal_size=list[int] | None,
+)
+GeneratorConfig = schema(
+    "GeneratorConfig",
+    model=ModelConfig, grid=list[int] | None, region_size=list[int], overlap=list[int], jitter=list[float],
+    categories=str | None, prompt=str, negative_prompt=str, num_inference_steps=int, guidance_scale=float,
+    scheduler=str, blend_sigma=float, batch_size=int, decode=str, dtype=str,
+    attention=AttentionConfig, mask=MaskConfig,
+)
 
 # ---------------------------------------------------------------------------------------------------- augmenters
 
-
-@dataclass
-class AugmenterConfig:
-    name: str = MISSING
-    _target_: str = MISSING
-
-
-@dataclass
-class CopyPasteOptions:
-    image_size: list[int] | None = MISSING
-    ratio_range: list[float] = MISSING
-    max_num_pasted: int = MISSING
-    bbox_occluded_thr: float | None = MISSING
-    mask_occluded_thr: float | None = MISSING
-    selected: bool = MISSING
-
-
-@dataclass
-class CopyPasteConfig(AugmenterConfig):
-    copy_paste: CopyPasteOptions = MISSING
-
-
-@dataclass
-class CutPasteConfig(AugmenterConfig):
-    main_frequency: list[str] = MISSING
-    mixed_frequency: list[str] = MISSING
-    images_per_category: int = MISSING
-    objects_per_image: int = MISSING
-    max_images: int | None = MISSING
-    scale: list[float] = MISSING
-    flip: float = MISSING
-    blur_sigma: float = MISSING
-    min_source_area: int = MISSING
-    min_visible_area: int = MISSING
-    min_visible_fraction: float = MISSING
-    background: str = MISSING
-    gallery_size: int = MISSING
-    jpeg_quality: int = MISSING
-
+AugmenterConfig = schema("AugmenterConfig", name=str, _target_=str)
+CopyPasteOptions = schema(
+    "CopyPasteOptions",
+    image_size=list[int] | None, ratio_range=list[float], max_num_pasted=int,
+    bbox_occluded_thr=float | None, mask_occluded_thr=float | None, selected=bool,
+)
+CopyPasteConfig = schema("CopyPasteConfig", AugmenterConfig, copy_paste=CopyPasteOptions)
+CutPasteConfig = schema(
+    "CutPasteConfig", AugmenterConfig,
+    scale=list[float], flip=float, blur_sigma=float, min_source_area=int, min_visible_area=int,
+    min_visible_fraction=float, background=str,
+)
 
 # ---------------------------------------------------------------------------------------------------- datasets
 
-
-@dataclass
-class DatasetConfig:
-    name: str = MISSING
-    _target_: str = MISSING
-    cache_dir: str = MISSING
-    novel: str = MISSING
-
-
-@dataclass
-class ToyWorldConfig(DatasetConfig):
-    seed: int = MISSING
-    num_train_images: int = MISSING
-    num_val_images: int = MISSING
-    image_size: int = MISSING
-    colours: list[str] | None = MISSING
-    shapes: list[str] | None = MISSING
-    num_novel: int = MISSING
-    zipf_exponent: float = MISSING
-    min_instances: int = MISSING
-    max_instances: int = MISSING
-    object_scale: list[float] = MISSING
-    min_visible_area: int = MISSING
-    min_visible_fraction: float = MISSING
-    num_neg_categories: int | None = MISSING
-    image_format: str = MISSING
-
-
-@dataclass
-class LvisConfig(DatasetConfig):
-    root: str = MISSING
-    train_json: str = MISSING
-    val_json: str = MISSING
-    train_images: str = MISSING
-    val_images: str = MISSING
-
+DatasetConfig = schema("DatasetConfig", name=str, _target_=str, cache_dir=str, novel=str)
+ToyWorldConfig = schema(
+    "ToyWorldConfig", DatasetConfig,
+    seed=int, num_train_images=int, num_val_images=int, image_size=int, colours=list[str] | None,
+    shapes=list[str] | None, num_novel=int, zipf_exponent=float, min_instances=int, max_instances=int,
+    object_scale=list[float], min_visible_area=int, min_visible_fraction=float, num_neg_categories=int | None,
+    image_format=str,
+)
+LvisConfig = schema(
+    "LvisConfig", DatasetConfig,
+    root=str, train_json=str, val_json=str, train_images=str, val_images=str,
+)
 
 # ---------------------------------------------------------------------------------------------------- detector
 
-
-@dataclass
-class DetectorConfig:
-    name: str = MISSING
-    base: str = MISSING
-    pretrained: str | None = MISSING
-    max_iters: int | None = MISSING
-    batch_size: int = MISSING
-    eval_batch_size: int = MISSING
-    num_workers: int = MISSING
-    checkpoint_every: int = MISSING
-    synthetic_repeat: int = MISSING
-    vis_images: int = MISSING
-    vis_score_thr: float = MISSING
-    overrides: dict[str, Any] = MISSING
-
-
-@dataclass
-class EpochDetectorConfig(DetectorConfig):  # the run's length in epochs or iterations (the toy's: +detector.epochs)
-    epochs: int | None = MISSING
-
+DetectorConfig = schema(
+    "DetectorConfig",
+    name=str, base=str, pretrained=str | None, max_iters=int | None, batch_size=int, eval_batch_size=int,
+    num_workers=int, checkpoint_every=int, synthetic_repeat=int, vis_images=int, vis_score_thr=float,
+    overrides=dict[str, Any],
+)
+# the run's length in epochs or iterations (the toy's: +detector.epochs)
+EpochDetectorConfig = schema("EpochDetectorConfig", DetectorConfig, epochs=int | None)
 
 # ---------------------------------------------------------------------------------------------------- the rest
 
+TrainerConfig = schema(  # Lightning Trainer arguments (others with a leading +: +trainer.gradient_clip_val=1)
+    "TrainerConfig",
+    accelerator=str,
+    devices=Any,  # a count (-1: all), a list of ids, or auto
+    num_nodes=int, strategy=str, precision=Any, log_every_n_steps=int, enable_progress_bar=bool,
+)
+LoggerConfig = schema("LoggerConfig", enabled=bool, project=str, mode=str, group=str | None)
+PathsConfig = schema("PathsConfig", log_dir=str, cache_dir=str, data_dir=str)
+GenerateConfig = schema("GenerateConfig", reuse=str | None)
+EvaluateConfig = schema("EvaluateConfig", checkpoint=str | None)
+Config = schema(
+    "Config",
+    synthetic=SyntheticConfig, generator=GeneratorConfig,
+    augmenter=AugmenterConfig,  # a group's YAML file with more keys names a schema of more (a subclass)
+    dataset=DatasetConfig, detector=DetectorConfig, trainer=TrainerConfig, logger=LoggerConfig, paths=PathsConfig,
+    stages=list[str], seed=int, train_data=str, generate=GenerateConfig, evaluate=EvaluateConfig,
+)
 
-@dataclass
-class TrainerConfig:  # Lightning Trainer arguments (others with a leading +: +trainer.gradient_clip_val=1)
-    accelerator: str = MISSING
-    devices: Any = MISSING  # a count (-1: all), a list of ids, or auto
-    num_nodes: int = MISSING
-    strategy: str = MISSING
-    precision: Any = MISSING
-    log_every_n_steps: int = MISSING
-    enable_progress_bar: bool = MISSING
-
-
-@dataclass
-class LoggerConfig:
-    enabled: bool = MISSING
-    project: str = MISSING
-    mode: str = MISSING
-    group: str | None = MISSING
-
-
-@dataclass
-class PathsConfig:
-    log_dir: str = MISSING
-    cache_dir: str = MISSING
-    data_dir: str = MISSING
-
-
-@dataclass
-class GenerateConfig:
-    reuse: str | None = MISSING
-
-
-@dataclass
-class EvaluateConfig:
-    checkpoint: str | None = MISSING
-
-
-@dataclass
-class Config:
-    generator: GeneratorConfig = MISSING
-    augmenter: AugmenterConfig = MISSING  # a group's YAML file with more keys names a schema of more (a subclass)
-    dataset: DatasetConfig = MISSING
-    detector: DetectorConfig = MISSING
-    trainer: TrainerConfig = MISSING
-    logger: LoggerConfig = MISSING
-    paths: PathsConfig = MISSING
-    stages: list[str] = MISSING
-    seed: int = MISSING
-    train_data: str = MISSING
-    generate: GenerateConfig = MISSING
-    evaluate: EvaluateConfig = MISSING
+# fmt: on
 
 
 def register() -> None:
@@ -318,26 +180,30 @@ def validate_generator(g) -> None:
         (g.mask.refine in REFINE_METHODS, "mask.refine", _choices(REFINE_METHODS)),
         (g.mask.area_reference in AREA_REFERENCES, "mask.area_reference", _choices(AREA_REFERENCES)),
         ("{name}" in g.prompt, "prompt", "must contain {name}, the category's name"),
-        (g.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (g.max_mosaics is None or g.max_mosaics >= 0, "max_mosaics", "must be >= 0 or null (all)"),
         (g.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
         (g.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
         (math.isfinite(g.blend_sigma) and g.blend_sigma > 0, "blend_sigma", "must be > 0 (x the region's size)"),
         (g.batch_size >= 1, "batch_size", "must be >= 1"),
-        (g.gallery_size >= 0, "gallery_size", "must be >= 0"),
-        (1 <= g.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
         (t == "otsu" or (number and 0 < t < 1), "mask.threshold", "must be otsu or a number in (0, 1)"),
         (0 <= g.mask.min_area <= g.mask.max_area, "mask.min_area", "must be in [0, generator.mask.max_area]"),
     ]
     _check_all(g, "generator", checks)
 
 
+def validate_synthetic(s) -> None:
+    checks = [
+        (s.images_per_category >= 1, "images_per_category", "must be >= 1"),
+        (s.num_objects >= 1, "num_objects", "must be >= 1"),
+        (s.max_images is None or s.max_images >= 0, "max_images", "must be >= 0 or null (all)"),
+        (s.gallery_size >= 0, "gallery_size", "must be >= 0"),
+        (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
+    ]
+    _check_all(s, "synthetic", checks)
+
+
 def validate_cut_paste(a) -> None:
     scale = len(a.scale) == 2 and 1e-3 <= a.scale[0] <= a.scale[1] <= 1.0
     checks = [
-        (a.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (a.objects_per_image >= 1, "objects_per_image", "must be >= 1"),
-        (a.max_images is None or a.max_images >= 0, "max_images", "must be >= 0 or null"),
         (scale, "scale", "must be a pair [low, high] with 0.001 <= low <= high <= 1"),
         (0.0 <= a.flip <= 1.0, "flip", "must be a probability in [0, 1]"),
         (a.blur_sigma >= 0, "blur_sigma", "must be >= 0"),
@@ -345,8 +211,6 @@ def validate_cut_paste(a) -> None:
         (a.min_visible_area >= 1, "min_visible_area", "must be >= 1"),
         (0.0 <= a.min_visible_fraction < 1.0, "min_visible_fraction", "must be in [0, 1)"),
         (a.background in ("image", "uniform"), "background", _choices(("image", "uniform"))),
-        (a.gallery_size >= 0, "gallery_size", "must be >= 0"),
-        (1 <= a.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
     ]
     _check_all(a, "augmenter", checks)
 
@@ -368,6 +232,7 @@ def validate(cfg) -> None:
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _check(cfg.train_data in TRAIN_DATA, "train_data", cfg.train_data, _choices(TRAIN_DATA))
     validate_trainer(cfg.trainer)
+    validate_synthetic(cfg.synthetic)
     validate_generator(cfg.generator)
     if OmegaConf.get_type(cfg.augmenter) is CutPasteConfig:
         validate_cut_paste(cfg.augmenter)

@@ -1,6 +1,6 @@
 """Positive controls: degrade a synthetic set on purpose, so a benchmark can show it notices bad data.
 
-``generator.corrupt`` (any augmenter that writes a synthetic set):
+``synthetic.corrupt`` (any augmenter that writes a synthetic set):
 - ``labels``: share of synthetic instances relabelled to a uniformly drawn *other* category of the dataset;
 - ``masks``: ``none`` | ``box`` (each mask becomes its filled bounding box) | ``dilate`` (each mask grown by
   ``dilate_px`` pixels with a square structuring element, clipped to the image).
@@ -24,7 +24,7 @@ MASK_MODES = ("none", "box", "dilate")
 
 
 def check_corrupt(corrupt) -> dict:
-    """``generator.corrupt`` node -> ``dict(labels, masks, dilate_px)``, validated (None -> no corruption)."""
+    """``synthetic.corrupt`` node -> ``dict(labels, masks, dilate_px)``, validated (None -> no corruption)."""
     c = dict(corrupt or {})
     out = dict(
         labels=float(c.get("labels", 0.0) or 0.0),
@@ -32,11 +32,11 @@ def check_corrupt(corrupt) -> dict:
         dilate_px=int(c.get("dilate_px", 3)),
     )
     if not 0.0 <= out["labels"] <= 1.0:
-        raise ValueError(f"generator.corrupt.labels is a share of instances in [0, 1], got {out['labels']}")
+        raise ValueError(f"synthetic.corrupt.labels is a share of instances in [0, 1], got {out['labels']}")
     if out["masks"] not in MASK_MODES:
-        raise ValueError(f"generator.corrupt.masks must be one of {MASK_MODES}, got {out['masks']!r}")
+        raise ValueError(f"synthetic.corrupt.masks must be one of {MASK_MODES}, got {out['masks']!r}")
     if out["masks"] == "dilate" and out["dilate_px"] < 1:
-        raise ValueError(f"generator.corrupt.dilate_px must be >= 1 pixel, got {out['dilate_px']}")
+        raise ValueError(f"synthetic.corrupt.dilate_px must be >= 1 pixel, got {out['dilate_px']}")
     return out
 
 

@@ -4,7 +4,7 @@ Every folder below the given ones (symbolic links followed) that holds `.hydra/o
 read into a pandas DataFrame, one row per run (`load_runs`), and every table and plot is built from it. A key that
 some runs override and others do not takes, in those others, the value the run actually used (from its
 `.hydra/config.yaml`, or its config-group choice in `.hydra/hydra.yaml`), so runs of different sweeps compare: e.g. the
-`augmenter=mosaicfusion` runs (default N=4) join a `generator.num_objects=1,2` sweep. The *swept keys* are then the
+`augmenter=mosaicfusion` runs (default N=4) join a `synthetic.num_objects=1,2` sweep. The *swept keys* are then the
 keys whose values differ between runs, `seed`, `generate.reuse` (a copied synthetic set is the same data) and the
 logger/paths keys excluded; runs are grouped by their values of the swept keys and each metric of `metrics.json` is
 summarised over the group (over seeds) as mean, sample standard deviation (ddof=1; 0 for a single run) and n. A run
@@ -21,7 +21,7 @@ folder itself, `report/`):
     <metric>_paired.png         with --baseline: each row's per-seed differences from its baseline, mean and 95% CI
 (every plot shows the seeds as dots).
 
-`--baseline KEY=VALUE` (repeat it, or join pairs with commas: `--baseline augmenter=none,generator.num_objects=4`)
+`--baseline KEY=VALUE` (repeat it, or join pairs with commas: `--baseline augmenter=none,synthetic.num_objects=4`)
 names the baseline: the groups whose values of those swept keys match. A row is compared with the baseline
 group if there is one, else with the baseline group equal to the row on every swept key the baseline does not name
 (none: an error; name more keys). Runs are paired by `seed` (seeds complete in both groups; a pair where a metric is

@@ -26,7 +26,7 @@ STAGES = {
 }  # each called as fn(cfg, run_dir, tracker) -> result dict
 # the config each stage depends on (together with every earlier stage's)
 STAGE_KEYS = {
-    "generate": ("augmenter", "generator", "dataset", "seed", "generate"),
+    "generate": ("augmenter", "synthetic", "generator", "dataset", "seed", "generate"),
     "train": ("detector", "train_data"),
     "evaluate": ("evaluate",),
 }
@@ -34,13 +34,14 @@ STAGE_KEYS = {
 
 def generate(cfg, run_dir: Path, tracker: Tracker = Tracker()) -> dict:
     """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir, tracker) (its options live in
-    cfg.augmenter), or a copy of another run's synthetic set (`generate.reuse=PATH`); then the positive controls of
-    `generator.corrupt`, if any (mfexp.corrupt). The synthetic set is logged as a dataset Artifact."""
+    cfg.augmenter, what it makes in cfg.synthetic), or a copy of another run's synthetic set (`generate.reuse=PATH`);
+    then the positive controls of `synthetic.corrupt`, if any (mfexp.corrupt). The synthetic set is logged as a
+    dataset Artifact."""
     from omegaconf import OmegaConf
 
     from mfexp.corrupt import check_corrupt
 
-    corrupt = check_corrupt(OmegaConf.select(cfg, "generator.corrupt"))
+    corrupt = check_corrupt(OmegaConf.select(cfg, "synthetic.corrupt"))
     reuse = OmegaConf.select(cfg, "generate.reuse")
     if reuse:
         result = reuse_synthetic(Path(reuse), run_dir)
@@ -93,7 +94,7 @@ def reuse_synthetic(source: Path, run_dir: Path) -> dict:
 
 
 def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
-    """Apply `generator.corrupt` to the run's synthetic set (clean copy kept as annotations_clean.json)."""
+    """Apply `synthetic.corrupt` to the run's synthetic set (clean copy kept as annotations_clean.json)."""
     from mfexp.corrupt import corrupt_lvis, is_active
 
     syn = RunPaths(run_dir).synthetic
@@ -101,7 +102,7 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
     if not ann.is_file():
         if is_active(corrupt):
             raise ValueError(
-                f"generator.corrupt={corrupt} needs a synthetic set, but augmenter={cfg.augmenter.name} made none"
+                f"synthetic.corrupt={corrupt} needs a synthetic set, but augmenter={cfg.augmenter.name} made none"
             )
         return result
     if not is_active(corrupt):

@@ -1,17 +1,23 @@
 """The paper's remaining ablations as sweeps (centre jitter, prompt template, mixed-category set, images per
 category), each with a toy-world and an lvis_ variant at the paper's values; every setting composes and resolves
-to the generator setting it names."""
+to the setting it names."""
 
 import pytest
 from omegaconf import OmegaConf
 from test_sweeps_report import compose_sweep, sweep_values
 
-PAPER = {  # sweep -> (generator key, the paper's settings as the generator sees them)
-    "jitter": ("jitter", [[1 - r, 1 + r] for r in (0.25, 0.375, 0.5)]),
-    "prompt": ("prompt", ["{name}", "a photo of a single {name}", "a photo of a single {name}, {def}"]),
-    "category_set": ("mixed_frequency", [["r"], ["r", "c", "f"]]),
-    "images_per_category": ("images_per_category", [10, 25, 50]),
+PAPER = {  # sweep -> (config key, the paper's settings as the config holds them)
+    "jitter": ("generator.jitter", [[1 - r, 1 + r] for r in (0.25, 0.375, 0.5)]),
+    "prompt": ("generator.prompt", ["{name}", "a photo of a single {name}", "a photo of a single {name}, {def}"]),
+    "category_set": ("synthetic.mixed_frequency", [["r"], ["r", "c", "f"]]),
+    "images_per_category": ("synthetic.images_per_category", [10, 25, 50]),
 }
+
+
+def value_of(cfg, key: str):
+    """The resolved value under a dotted key, as plain Python."""
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def settings(name: str, base=()) -> list:
@@ -20,7 +26,7 @@ def settings(name: str, base=()) -> list:
     seen = []
     for combo in sweep_values(OmegaConf.to_container(cfg.hydra.sweeper.params)):
         run = compose_sweep(list(base) + [f"+sweep={name}"] + combo)
-        value = OmegaConf.to_container(run.generator, resolve=True)[key]
+        value = value_of(run, key)
         if value not in seen:
             seen.append(value)
     return seen
@@ -40,7 +46,7 @@ def test_defaults_are_rows_of_their_sweeps():
     """The default setting is one row of each sweep, so the default run can join the table."""
     cfg = compose_sweep([])
     for name, (key, expected) in PAPER.items():
-        default = OmegaConf.to_container(cfg.generator, resolve=True)[key]
+        default = value_of(cfg, key)
         if name != "images_per_category":  # the toy default (10) is the paper's smallest row
             assert default in expected, name
     assert cfg.generator.jitter == [0.75, 1.25]  # the public code's range (r = 0.25 in the jitter sweep's reading)

@@ -241,7 +241,7 @@ def test_checks_follow_the_stages(tmp_path, capsys):
 
 def test_bad_value_fails_the_config_check(tmp_path, capsys):
     code = check.main(
-        [f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", "generator.jpeg_quality=500"]
+        [f"paths.log_dir={tmp_path}/outputs", f"paths.cache_dir={tmp_path}/cache", "synthetic.jpeg_quality=500"]
     )
     status, message, fix = report(capsys.readouterr().out)["config"]
-    assert code == 1 and status == FAIL and message.startswith("generator.jpeg_quality=500") and fix
+    assert code == 1 and status == FAIL and message.startswith("synthetic.jpeg_quality=500") and fix

@@ -4,7 +4,7 @@ import pytest
 from helpers import ROOT, compose
 from omegaconf import OmegaConf
 
-GROUPS = ["generator", "generator/model", "augmenter", "dataset", "detector", "trainer", "logger", "paths"]
+GROUPS = ["synthetic", "generator", "generator/model", "augmenter", "dataset", "detector", "trainer", "logger", "paths"]
 
 
 def variants(group):
@@ -13,7 +13,8 @@ def variants(group):
 
 def test_primary_config_shape():
     cfg = compose()
-    for key in ["generator", "augmenter", "dataset", "detector", "trainer", "logger", "paths", "stages", "seed"]:
+    groups = ["synthetic", "generator", "augmenter", "dataset", "detector", "trainer", "logger", "paths"]
+    for key in [*groups, "stages", "seed"]:
         assert key in cfg, key
     assert list(cfg.stages) == ["generate", "train", "evaluate"]
     assert cfg.generator.model.path is None and cfg.dataset.name == "toyworld"  # the toy world by default
@@ -39,7 +40,7 @@ def test_run_folder_named_by_overrides():
     from mfexp.__main__ import run_name
 
     assert run_name("") == "default"
-    assert run_name("generator.num_objects=2,generator/model=toy") == "generator.num_objects=2,generator_model=toy"
+    assert run_name("synthetic.num_objects=2,generator/model=toy") == "synthetic.num_objects=2,generator_model=toy"
 
 
 def test_stages_are_checked():
@@ -59,12 +60,22 @@ def yaml_keys(group: str, variant: str) -> set:
 
 
 @pytest.mark.parametrize(
-    "group,variant", [(g, v) for g in ["generator/model", "dataset", "detector"] for v in variants(g)]
+    "group,variant", [(g, v) for g in ["synthetic", "generator/model", "dataset", "detector"] for v in variants(g)]
 )
 def test_schemas_add_no_key(group, variant):
     """A schema types the keys the YAML sets and adds none, so run folders' stage hashes stay as they were."""
     node = OmegaConf.select(compose([f"{group}={variant}"]), group.replace("/", "."))
     assert set(node) == yaml_keys(group, variant)
+
+
+@pytest.mark.parametrize("augmenter", variants("augmenter"))
+def test_what_the_generate_stage_makes_is_set_in_one_node(augmenter):
+    """Counts, categories, controls and files of the synthetic set are `synthetic.*` only, for every augmenter."""
+    cfg = compose([f"augmenter={augmenter}"])
+    shared = set(cfg.synthetic)
+    assert {"num_objects", "images_per_category", "max_images", "corrupt", "gallery_size", "jpeg_quality"} <= shared
+    assert not shared & set(cfg.generator) and not shared & set(cfg.augmenter)
+    assert "max_mosaics" not in cfg.generator and "objects_per_image" not in cfg.augmenter
 
 
 @pytest.mark.parametrize(
@@ -79,6 +90,8 @@ def test_schemas_add_no_key(group, variant):
         ("dataset.num_train_images=1.5", "num_train_images"),
         ("detector.max_iters=many", "max_iters"),
         ("generator.no_such_key=1", "no_such_key"),
+        ("synthetic.num_objects=four", "num_objects"),
+        ("synthetic.corrupt.labels=half", "labels"),
         ("task_name=x", "task_name"),
         ("paths.root_dir=x", "root_dir"),
     ],
@@ -100,14 +113,15 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
         ),
         (["generator.prompt='no placeholder'"], "generator.prompt='no placeholder' must contain {name}"),
         (["generator.blend_sigma=0"], "generator.blend_sigma=0.0 must be > 0"),
-        (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),
-        (["generator.gallery_size=-3"], "generator.gallery_size=-3 must be >= 0"),
-        (["generator.jpeg_quality=500"], "generator.jpeg_quality=500 must be in [1, 100]"),
+        (["synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),
+        (["synthetic.gallery_size=-3"], "synthetic.gallery_size=-3 must be >= 0"),
+        (["synthetic.jpeg_quality=500"], "synthetic.jpeg_quality=500 must be in [1, 100]"),
+        (["synthetic.num_objects=0"], "synthetic.num_objects=0 must be >= 1"),
         (["trainer.devices=0"], "trainer.devices=0 must be"),
         (["generator.mask.threshold=foo"], "generator.mask.threshold='foo' must be otsu or a number in (0, 1)"),
         (["seed=-1"], "seed=-1 must be >= 0"),
         (["generator.num_inference_steps=0"], "generator.num_inference_steps=0 must be >= 1"),
-        (["generator.images_per_category=0"], "generator.images_per_category=0 must be >= 1"),
+        (["synthetic.images_per_category=0"], "synthetic.images_per_category=0 must be >= 1"),
         (["train_data=fake"], "train_data='fake' must be one of real, synthetic, both"),
         (["generator.dtype=fp8"], "generator.dtype='fp8' must be one of fp32, fp16, bf16"),
         (["generator.scheduler=fast"], "generator.scheduler='fast' must be one of default, pndm"),
@@ -122,7 +136,8 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
             ["augmenter=cut_paste", "augmenter.background=sky"],
             "augmenter.background='sky' must be one of image, uniform",
         ),
-        (["augmenter=cut_paste", "augmenter.images_per_category=0"], "augmenter.images_per_category=0 must be >= 1"),
+        (["augmenter=cut_paste", "synthetic.images_per_category=0"], "synthetic.images_per_category=0 must be >= 1"),
+        (["augmenter=cut_paste", "synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),
         (["augmenter=cut_paste", "augmenter.flip=1.5"], "augmenter.flip=1.5 must be a probability"),
     ],
 )
@@ -165,3 +180,12 @@ def test_allow_download_from_the_environment_is_a_bool(monkeypatch):
     assert compose(["generator/model=sd14"]).generator.model.allow_download is False
     monkeypatch.setenv("MFEXP_ALLOW_DOWNLOAD", "true")
     assert compose(["generator/model=sd14"]).generator.model.allow_download is True
+
+
+def test_composed_config_pickles():
+    """Sweeps on SLURM and spawned processes pickle the config: the schema classes must be importable by name."""
+    import pickle
+
+    cfg = compose(["augmenter=cut_paste", "dataset=lvis_v1", "detector=mask_rcnn_r50_fpn_lvis"])
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg and OmegaConf.get_type(again.augmenter) is OmegaConf.get_type(cfg.augmenter)

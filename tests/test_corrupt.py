@@ -71,7 +71,7 @@ def test_corrupt_lvis_is_seeded_and_keeps_the_rest():
 
 @pytest.mark.parametrize("bad", [{"labels": 1.5}, {"masks": "blur"}, {"masks": "dilate", "dilate_px": 0}])
 def test_bad_corruption_settings_fail_clearly(bad):
-    with pytest.raises(ValueError, match="generator.corrupt"):
+    with pytest.raises(ValueError, match="synthetic.corrupt"):
         check_corrupt(bad)
 
 
@@ -91,7 +91,7 @@ def test_generate_reuses_a_set_and_corrupts_the_copy(tmp_path):
             "seed": 0,
             "augmenter": {"name": "mosaicfusion", "_target_": "not.called"},
             "generate": {"reuse": str(source)},
-            "generator": {"corrupt": {"labels": 0.5, "masks": "none", "dilate_px": 3}},
+            "synthetic": {"corrupt": {"labels": 0.5, "masks": "none", "dilate_px": 3}},
         }
     )
     run = tmp_path / "control"
@@ -108,7 +108,7 @@ def test_generate_reuses_a_set_and_corrupts_the_copy(tmp_path):
     again = json.loads((run / "synthetic" / "annotations.json").read_text())
     assert again["annotations"] == fed["annotations"]
     # reusing the control run gives its clean set, not the corrupted one
-    cfg2 = OmegaConf.merge(cfg, {"generate": {"reuse": str(run)}, "generator": {"corrupt": {"labels": 0.0}}})
+    cfg2 = OmegaConf.merge(cfg, {"generate": {"reuse": str(run)}, "synthetic": {"corrupt": {"labels": 0.0}}})
     generate(cfg2, tmp_path / "third")
     assert json.loads((tmp_path / "third" / "synthetic" / "annotations.json").read_text()) == data
 
@@ -119,7 +119,7 @@ def test_reuse_of_a_folder_without_a_set_fails_clearly(tmp_path):
             "seed": 0,
             "augmenter": {"name": "none", "_target_": "x"},
             "generate": {"reuse": str(tmp_path / "nothing")},
-            "generator": {"corrupt": None},
+            "synthetic": {"corrupt": None},
         }
     )
     with pytest.raises(FileNotFoundError, match="generate.reuse"):
@@ -132,7 +132,7 @@ def test_corruption_without_a_synthetic_set_fails_clearly(tmp_path):
             "seed": 0,
             "augmenter": {"name": "none", "_target_": "mfexp.augmenters.none.no_augmentation"},
             "generate": {"reuse": None},
-            "generator": {"corrupt": {"labels": 0.5}},
+            "synthetic": {"corrupt": {"labels": 0.5}},
         }
     )
     with pytest.raises(ValueError, match="made none"):
@@ -151,16 +151,16 @@ def test_control_sweep_settings_compose_to_the_documented_corruptions():
     }
     for name, (labels, masks) in want.items():
         cfg = compose(["+sweep=controls", f"+control={name}", "seed=1"])
-        assert (cfg.generator.corrupt.labels, cfg.generator.corrupt.masks) == (labels, masks)
-        assert check_corrupt(cfg.generator.corrupt)["labels"] == labels
+        assert (cfg.synthetic.corrupt.labels, cfg.synthetic.corrupt.masks) == (labels, masks)
+        assert check_corrupt(cfg.synthetic.corrupt)["labels"] == labels
 
 
 def test_equal_instances_sweep_holds_the_instance_budget():
     from helpers import compose
 
     for n, per in ((1, 40), (2, 20), (4, 10)):
-        cfg = compose(["+sweep=num_objects_equal_instances", f"generator.num_objects={n}", "seed=0"])
-        assert cfg.generator.images_per_category == per and per * n == 40
+        cfg = compose(["+sweep=num_objects_equal_instances", f"synthetic.num_objects={n}", "seed=0"])
+        assert cfg.synthetic.images_per_category == per and per * n == 40
 
 
 def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
@@ -174,19 +174,19 @@ def test_report_groups_reused_controls_by_setting_not_by_source(tmp_path):
         d = tmp_path / name
         (d / ".hydra").mkdir(parents=True)
         (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-        (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"generator": {"corrupt": {"labels": 0.0}}}))
+        (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"synthetic": {"corrupt": {"labels": 0.0}}}))
         (d / "metrics.json").write_text(json.dumps({"AP": ap, "APr": ap}))
 
     for s in range(3):
         run(f"clean{s}", [f"seed={s}"], 0.2 + 0.01 * s)
         run(
             f"ctl{s}",
-            [f"seed={s}", "generator.corrupt.labels=0.5", f"generate.reuse=/x/runs/seed={s}"],
+            [f"seed={s}", "synthetic.corrupt.labels=0.5", f"generate.reuse=/x/runs/seed={s}"],
             0.15 + 0.01 * s,
         )
-    out = report(tmp_path, tmp_path / "rep", baseline="generator.corrupt.labels=0.0")
-    assert out["swept"] == ["generator.corrupt.labels"]
-    rows = {str(r["generator.corrupt.labels"]): r for r in out["rows"]}
+    out = report(tmp_path, tmp_path / "rep", baseline="synthetic.corrupt.labels=0.0")
+    assert out["swept"] == ["synthetic.corrupt.labels"]
+    rows = {str(r["synthetic.corrupt.labels"]): r for r in out["rows"]}
     assert set(rows) == {"0.0", "0.5"}
     assert rows["0.5"]["n_pairs"] == 3 and abs(rows["0.5"]["APr_delta"] + 5.0) < 1e-9  # AP points (%)
     assert "generate.reuse" not in (tmp_path / "rep" / "summary.csv").read_text().splitlines()[0]

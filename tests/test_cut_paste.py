@@ -74,8 +74,8 @@ def fixture_files(tmp_path):
 CP = [
     "augmenter=cut_paste",
     "logger=none",
-    "augmenter.images_per_category=3",
-    "augmenter.objects_per_image=2",
+    "synthetic.images_per_category=3",
+    "synthetic.num_objects=2",
     "augmenter.min_source_area=50",
 ]
 
@@ -94,17 +94,27 @@ def cut_paste_options(**changes):
     return dataclasses.replace(OmegaConf.to_object(compose(["augmenter=cut_paste"]).augmenter), **changes)
 
 
-def test_cut_paste_config_composes_with_generator_defaults():
-    from mfexp.config import CutPasteConfig
+def synthetic_options(**changes):
+    """The composed `synthetic` node (what the augmenter makes), with `changes`."""
+    import dataclasses
 
-    cfg = compose(["augmenter=cut_paste"])
+    return dataclasses.replace(OmegaConf.to_object(compose(["augmenter=cut_paste"]).synthetic), **changes)
+
+
+def test_cut_paste_config_composes_and_shares_the_synthetic_node():
+    from mfexp.config import CutPasteConfig, SyntheticConfig
+
+    cfg = compose(["augmenter=cut_paste", "synthetic.num_objects=3", "synthetic.max_images=7"])
     assert cfg.augmenter.name == "cut_paste"
     assert cfg.augmenter._target_ == "mfexp.augmenters.cut_paste.generate_cut_paste"
     opts = OmegaConf.to_object(cfg.augmenter)
     assert isinstance(opts, CutPasteConfig)
-    assert opts.main_frequency == list(cfg.generator.main_frequency)
-    assert opts.images_per_category == cfg.generator.images_per_category
-    assert opts.objects_per_image == cfg.generator.num_objects
+    # what to make (categories, counts, controls, files) is the synthetic node's, the same for every augmenter
+    shared = {"main_frequency", "mixed_frequency", "images_per_category", "num_objects", "max_images", "corrupt"}
+    assert not shared & set(cfg.augmenter) and shared <= set(cfg.synthetic)
+    syn = OmegaConf.to_object(cfg.synthetic)
+    assert isinstance(syn, SyntheticConfig) and (syn.num_objects, syn.max_images) == (3, 7)
+    assert syn == OmegaConf.to_object(compose(["synthetic.num_objects=3", "synthetic.max_images=7"]).synthetic)
 
 
 def test_paste_instance_occludes_and_mask_is_the_alpha_support():
@@ -194,12 +204,13 @@ def test_cut_paste_output_is_valid_lvis_and_coco(tmp_path, monkeypatch, fixture_
 def test_real_instances_under_pastes_shrink(fixture_files):
     from mfexp.augmenters.cut_paste import SourceData, make_image, plan_image
 
-    opts = cut_paste_options(images_per_category=8, objects_per_image=3, scale=[0.4, 0.6], min_source_area=50)
+    opts = cut_paste_options(scale=[0.4, 0.6], min_source_area=50)
+    syn = synthetic_options(images_per_category=8, num_objects=3)
     data = SourceData(fixture_files["train_json"], fixture_files["train_images"], opts.min_source_area)
     main = [c for c in CATEGORIES if c["id"] == 1]
     shrunk = 0
     for i in range(8):
-        plan, rng = plan_image(i, main, [1, 2, 3], data, opts, seed=0)
+        plan, rng = plan_image(i, main, [1, 2, 3], data, opts, syn, seed=0)
         assert plan.background_id != plan.sources[0]["image_id"]
         originals = [data.mask(a) for a in data.by_image[plan.background_id]]
         image, kept, counts = make_image(plan, rng, data, opts)
@@ -227,8 +238,8 @@ def test_cut_paste_is_deterministic_and_seeded(tmp_path, monkeypatch, fixture_fi
 @pytest.mark.parametrize(
     "extra, msg",
     [  # options the config can check: tests/test_config.py
-        (["augmenter.min_source_area=100000"], "no instance"),
-        (["augmenter.main_frequency=[x]"], "main_frequency"),
+        (["augmenter.min_source_area=100000"], r"synthetic.main_frequency=\['r'\]: no instance"),
+        (["synthetic.main_frequency=[x]"], "synthetic.main_frequency"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, monkeypatch, fixture_files, extra, msg):

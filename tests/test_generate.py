@@ -24,8 +24,8 @@ def overrides(categories_file, *extra):
     return [
         "generator/model=tiny_random",
         f"generator.categories={categories_file}",
-        "generator.images_per_category=3",
-        "generator.num_objects=2",
+        "synthetic.images_per_category=3",
+        "synthetic.num_objects=2",
         "generator.mask.min_area=0.02",
         "logger=none",
         "trainer.accelerator=cpu",
@@ -78,7 +78,7 @@ def test_decoded_masks_equal_the_computed_masks(generated, categories_file):
     gcfg = cfg.generator
     cats = load_categories(categories_file)
     main, mixed = select_categories(cats, ["r"], "m"), select_categories(cats, ["r", "c", "f"], "x")
-    gen = MosaicFusionGenerator(load_pipeline(gcfg.model, gcfg.dtype), gcfg)
+    gen = MosaicFusionGenerator(load_pipeline(gcfg.model, gcfg.dtype), gcfg, cfg.synthetic)
     ann = json.loads((run_dir / "synthetic" / "annotations.json").read_text())
     kept = [img["id"] - 10_000_000 for img in ann["images"]]
     results = gen([gen.plan(i, main, mixed, int(cfg.seed)) for i in kept[:2]])
@@ -157,13 +157,13 @@ def test_one_and_two_processes_give_identical_files(tmp_path, categories_file):
 @pytest.mark.parametrize(
     "extra,msg",
     [
-        (["generator.num_objects=0"], "num_objects"),
+        (["synthetic.num_objects=0"], "synthetic.num_objects=0 must be >= 1"),
         (["generator.region_size=[31,32]"], "not divisible"),
-        (["generator.main_frequency=[x]"], "unknown frequency"),
+        (["synthetic.main_frequency=[x]"], "unknown frequency"),
         (["generator.attention.blocks=[left]"], "unknown block"),
         (["generator/model=sd14", "generator.model.path=not/a/model"], "hub downloads are off"),
         (["generator.categories=/nonexistent.json"], "not found"),
-        (["generator.max_mosaics=-1"], "generator.max_mosaics=-1 must be >= 0"),  # the config's checks: test_config.py
+        (["synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),  # the config's checks: test_config.py
         (["generator.dtype=fp16"], "generator.dtype=fp16 needs a GPU"),  # trainer.accelerator=cpu
     ],
 )
@@ -189,7 +189,7 @@ def test_generator_dtype_is_the_pipelines(categories_file, extra, dtype):
     cfg = compose(overrides(categories_file, *extra))
     pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype)
     assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == dtype
-    gen = MosaicFusionGenerator(pipe, cfg.generator)
+    gen = MosaicFusionGenerator(pipe, cfg.generator, cfg.synthetic)
     cats = load_categories(categories_file)
     (result,) = gen([gen.plan(0, select_categories(cats, ["r"], "main"), cats, 0)])
     assert result.image.dtype == np.uint8 and result.image.shape == (
@@ -201,8 +201,8 @@ def test_generator_dtype_is_the_pipelines(categories_file, extra, dtype):
 
 def _decode_generator(tiny_pipe, mode, n=4):
     extra = [] if mode is None else [f"++generator.decode={mode}"]
-    cfg = compose(["generator/model=tiny_random", f"generator.num_objects={n}", *extra])
-    return MosaicFusionGenerator(tiny_pipe, cfg.generator)
+    cfg = compose(["generator/model=tiny_random", f"synthetic.num_objects={n}", *extra])
+    return MosaicFusionGenerator(tiny_pipe, cfg.generator, cfg.synthetic)
 
 
 def _layout_and_latent(gen, seed=3):
@@ -210,7 +210,7 @@ def _layout_and_latent(gen, seed=3):
 
     g = gen.cfg
     layout = mosaic_layout(
-        int(g.num_objects), g.region_size, g.overlap, g.jitter, gen.stride, np.random.default_rng(seed)
+        int(gen.synthetic.num_objects), g.region_size, g.overlap, g.jitter, gen.stride, np.random.default_rng(seed)
     )
     s = gen.stride
     latent = torch.randn((1, 4, layout.height // s, layout.width // s), generator=torch.Generator().manual_seed(seed))

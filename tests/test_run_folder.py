@@ -20,11 +20,11 @@ CATEGORIES = FIXTURES / "categories.json"  # 4 rare categories
 GENERATE = [
     "stages=[generate]",
     "generator/model=tiny_random",
-    "generator.num_objects=2",
+    "synthetic.num_objects=2",
     "trainer.accelerator=cpu",
     "trainer.devices=1",
     "trainer.enable_progress_bar=false",
-]  # + generator.images_per_category: mosaics per rare category
+]  # + synthetic.images_per_category: mosaics per rare category
 
 
 def cli(args, cwd: Path, timeout=600, **env):
@@ -61,8 +61,8 @@ def test_generate_that_keeps_no_mosaic_fails_with_the_skip_reasons(tmp_path):
         + [
             f"generator.categories={CATEGORIES}",
             "logger=none",
-            "generator.images_per_category=1",
-            "generator.max_mosaics=2",
+            "synthetic.images_per_category=1",
+            "synthetic.max_images=2",
             "generator.mask.min_area=0.9",
             "generator.mask.max_area=0.95",
         ]
@@ -77,7 +77,7 @@ def test_sigterm_during_generate_saves_the_finished_mosaics_and_the_rerun_resume
     non-zero, and the same command continues where it stopped."""
     args = GENERATE + [
         f"generator.categories={CATEGORIES}",
-        "generator.images_per_category=5",
+        "synthetic.images_per_category=5",
         "logger=none",
         "hydra.run.dir=run",
     ]
@@ -169,7 +169,7 @@ def test_each_stage_logs_a_wandb_run_with_the_resolved_config(tmp_path, monkeypa
             f"generator.categories={CATEGORIES}",
             "logger=wandb",
             "generator.mask.min_area=0.02",
-            "generator.images_per_category=3",
+            "synthetic.images_per_category=3",
         ]
     )
     result = run.run_experiment(cfg, tmp_path / "run")["generate"]
@@ -226,7 +226,7 @@ def test_submitit_local_sweep_of_two_runs_goes_on_after_a_failed_one(tmp_path):
             "hydra.sweep.dir=sweep",
             "logger=none",
             f"generator.categories={CATEGORIES},{missing}",
-            "generator.images_per_category=3",
+            "synthetic.images_per_category=3",
             "generator.mask.min_area=0.02",
             *GENERATE,
         ],

@@ -1,8 +1,9 @@
 """Cut-and-Paste baseline (Dwibedi et al., 2017): real instances pasted onto other real training images.
 
-Synthetic image ``i`` is planned and seeded from ``seed + i`` alone (like a MosaicFusion mosaic): its *main* category
-is ``main[i // images_per_category]`` (the same main categories MosaicFusion uses), the other ``objects_per_image - 1``
-objects come from categories of ``mixed_frequency`` that have instances. Each object is a real instance mask cut from
+What it makes is ``cfg.synthetic``'s, as for MosaicFusion. Synthetic image ``i`` is planned and seeded from
+``seed + i`` alone (like a MosaicFusion mosaic): its *main* category is ``main[i // images_per_category]`` (the main
+categories of ``synthetic.main_frequency``), the other ``num_objects - 1`` objects come from categories of
+``synthetic.mixed_frequency`` that have instances. Each object is a real instance mask cut from
 a training image, randomly scaled and flipped, and alpha-blended (Gaussian-blurred mask as alpha) at a random place
 onto another training image. Pasted objects occlude what lies underneath: the masks of the instances below lose the
 covered pixels, and instances left too small are dropped. The output has the pasted objects and the background's
@@ -25,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mfexp.config import CutPasteConfig
+from mfexp.config import CutPasteConfig, SyntheticConfig
 from mfexp.data import prepare_dataset
 from mfexp.draw import montage, overlay
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
@@ -224,11 +225,18 @@ class Plan:
 
 
 def plan_image(
-    index: int, main: list[dict], mixed_ids: list[int], data: SourceData, opts: CutPasteConfig, seed: int
+    index: int,
+    main: list[dict],
+    mixed_ids: list[int],
+    data: SourceData,
+    opts: CutPasteConfig,
+    synthetic: SyntheticConfig,
+    seed: int,
 ) -> tuple[Plan, np.random.Generator]:
-    """What image `index` pastes where (deterministic from seed + index); the rng continues into the paste."""
+    """What image `index` pastes where (deterministic from seed + index); the rng continues into the paste.
+    `synthetic` gives images_per_category (which main category) and num_objects (how many objects, main included)."""
     rng = np.random.default_rng(int(seed) + int(index))
-    cat = main[index // opts.images_per_category]
+    cat = main[index // synthetic.images_per_category]
     pool = data.by_category.get(cat["id"], [])
     if not pool:
         return Plan(
@@ -239,7 +247,7 @@ def plan_image(
             f"no source instance of main category {cat['name']!r} (none with area >= {opts.min_source_area})",
         ), rng
     sources = [pool[int(rng.integers(len(pool)))]]
-    for _ in range(opts.objects_per_image - 1):
+    for _ in range(synthetic.num_objects - 1):
         cid = mixed_ids[int(rng.integers(len(mixed_ids)))]
         choices = data.by_category[cid]
         sources.append(choices[int(rng.integers(len(choices)))])
@@ -283,24 +291,25 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     from tqdm import tqdm
 
     opts = OmegaConf.to_object(cfg.augmenter)  # values and ranges checked at composition (mfexp.config)
+    syn = OmegaConf.to_object(cfg.synthetic)  # what to make: shared with the other augmenters
     files = prepare_dataset(cfg.dataset)
     data = SourceData(files["train_json"], files["train_images"], opts.min_source_area)
-    main = select_categories(data.categories, opts.main_frequency, "augmenter.main_frequency")
+    main = select_categories(data.categories, syn.main_frequency, "synthetic.main_frequency")
     if not any(data.by_category.get(c["id"]) for c in main):
         raise ValueError(
-            f"augmenter.main_frequency={list(opts.main_frequency)}: no instance (area >= "
+            f"synthetic.main_frequency={list(syn.main_frequency)}: no instance (area >= "
             f"{opts.min_source_area} px) of the {len(main)} selected categories in the train set"
         )
-    mixed = select_categories(data.categories, opts.mixed_frequency, "augmenter.mixed_frequency")
+    mixed = select_categories(data.categories, syn.mixed_frequency, "synthetic.mixed_frequency")
     mixed_ids = [c["id"] for c in mixed if data.by_category.get(c["id"])]
-    if opts.objects_per_image > 1 and not mixed_ids:
+    if syn.num_objects > 1 and not mixed_ids:
         raise ValueError(
-            f"augmenter.mixed_frequency={list(opts.mixed_frequency)}: no instance (area >= "
+            f"synthetic.mixed_frequency={list(syn.mixed_frequency)}: no instance (area >= "
             f"{opts.min_source_area} px) of the selected categories in the train set"
         )
-    total = len(main) * opts.images_per_category
-    if opts.max_images is not None:
-        total = min(total, opts.max_images)
+    total = len(main) * syn.images_per_category
+    if syn.max_images is not None:
+        total = min(total, syn.max_images)
     if not is_rank_zero():
         return {}
 
@@ -312,14 +321,14 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         "Cut-and-Paste: %d images (%d main categories x %d, %d object(s) each)",
         total,
         len(main),
-        opts.images_per_category,
-        opts.objects_per_image,
+        syn.images_per_category,
+        syn.num_objects,
     )
     images, annotations, reasons, shown = [], [], Counter(), []
     names = {c["id"]: c["name"] for c in data.categories}
     counts, missing = Counter(), set()
     for i in tqdm(range(total), desc="cut_paste", unit="img", leave=False):
-        plan, rng = plan_image(i, main, mixed_ids, data, opts, seed)
+        plan, rng = plan_image(i, main, mixed_ids, data, opts, syn, seed)
         if plan.reason:
             reasons["no source instance of the main category"] += 1
             if plan.main["name"] not in missing:
@@ -335,13 +344,13 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         kept = kept[:MAX_INSTANCES_PER_IMAGE]
         image_id = SYNTHETIC_IMAGE_ID_BASE + i
         name = f"{i:07d}.jpg"
-        atomic_write_bytes(out / "images" / name, encode_jpeg(image, opts.jpeg_quality))
+        atomic_write_bytes(out / "images" / name, encode_jpeg(image, syn.jpeg_quality))
         images.append(image_record(image_id, name, image.shape[0], image.shape[1]))
         annotations += [
             mask_annotation(k.mask, image_id * MAX_INSTANCES_PER_IMAGE + n, image_id, k.category_id)
             for n, k in enumerate(kept)
         ]
-        if len(shown) < opts.gallery_size:
+        if len(shown) < syn.gallery_size:
             shown.append(
                 (
                     image,

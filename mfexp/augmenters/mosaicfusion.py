@@ -100,15 +100,13 @@ class MosaicFusionModule(pl.LightningModule):
 
 def fingerprint(cfg) -> str:
     """Hash of everything that decides the mosaics (not where or on how many devices they are made, nor the
-    positive controls of ``generator.corrupt``, applied afterwards)."""
+    positive controls of ``synthetic.corrupt``, applied afterwards)."""
     from omegaconf import OmegaConf
 
-    picked = {
-        k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed
-        for k in ("generator", "seed", "dataset")
-    }
-    picked["generator"].pop("corrupt", None)
-    return config_hash(OmegaConf.create(picked), ("generator", "seed", "dataset"))
+    keys = ("synthetic", "generator", "seed", "dataset")
+    picked = {k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed for k in keys}
+    picked["synthetic"].pop("corrupt", None)
+    return config_hash(OmegaConf.create(picked), keys)
 
 
 def reason_kind(reason: str) -> str:
@@ -124,21 +122,21 @@ def trainer_kwargs(cfg) -> dict:
 
 
 def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
-    gcfg = cfg.generator
+    gcfg, scfg = cfg.generator, cfg.synthetic
     out = RunPaths(run_dir).synthetic
     cats_file = gcfg.categories or prepare_dataset(cfg.dataset)["train_json"]
     categories = load_categories(cats_file)
-    main = select_categories(categories, gcfg.main_frequency, "generator.main_frequency")
-    mixed = select_categories(categories, gcfg.mixed_frequency, "generator.mixed_frequency")
-    if int(gcfg.images_per_category) < 1:
-        raise ValueError(f"generator.images_per_category must be >= 1, got {gcfg.images_per_category}")
-    total = len(main) * int(gcfg.images_per_category)
-    if gcfg.max_mosaics is not None:
-        total = min(total, int(gcfg.max_mosaics))
+    main = select_categories(categories, scfg.main_frequency, "synthetic.main_frequency")
+    mixed = select_categories(categories, scfg.mixed_frequency, "synthetic.mixed_frequency")
+    if int(scfg.images_per_category) < 1:
+        raise ValueError(f"synthetic.images_per_category must be >= 1, got {scfg.images_per_category}")
+    total = len(main) * int(scfg.images_per_category)
+    if scfg.max_images is not None:
+        total = min(total, int(scfg.max_images))
 
     check_device_dtype(gcfg.dtype, cfg.trainer.accelerator)
     pipe = set_scheduler(load_pipeline(gcfg.model, gcfg.dtype), gcfg.scheduler)
-    generator = MosaicFusionGenerator(pipe, gcfg)
+    generator = MosaicFusionGenerator(pipe, gcfg, scfg)
     generator.plan(0, main, mixed, int(cfg.seed))  # bad sizes / N fail here, before anything is written
 
     parts = out / "parts"
@@ -154,8 +152,8 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         "MosaicFusion: %d mosaics (%d main categories x %d, N=%d), %d already done, %d to make",
         total,
         len(main),
-        gcfg.images_per_category,
-        gcfg.num_objects,
+        scfg.images_per_category,
+        scfg.num_objects,
         total - len(pending),
         len(pending),
     )
@@ -164,7 +162,7 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             **trainer_kwargs(cfg),
             logger=False,
             use_distributed_sampler=False,
-            callbacks=[PartWriter(out, gcfg.jpeg_quality), StopOnSigterm()],
+            callbacks=[PartWriter(out, scfg.jpeg_quality), StopOnSigterm()],
         )
         trainer.predict(
             MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
@@ -175,11 +173,11 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         if not trainer.is_global_zero:
             trainer.strategy.barrier()  # wait for rank 0's merge
             return {}
-        summary = merge_parts(out, total, categories, gcfg)
+        summary = merge_parts(out, total, categories, int(scfg.gallery_size))
         trainer.strategy.barrier()
     else:
-        summary = merge_parts(out, total, categories, gcfg)
-    log_summary(tracker, summary, out, categories, int(gcfg.gallery_size))
+        summary = merge_parts(out, total, categories, int(scfg.gallery_size))
+    log_summary(tracker, summary, out, categories, int(scfg.gallery_size))
     return summary
 
 
@@ -195,7 +193,7 @@ def log_summary(tracker: Tracker, summary: dict, out: Path, categories: list, co
     )
 
 
-def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
+def merge_parts(out: Path, total: int, categories: list, gallery_size: int) -> dict:
     """All part files -> synthetic/annotations.json (atomic), gallery.jpg, and counts of kept/skipped mosaics."""
     images, annotations, reasons = [], [], Counter()
     for i in range(total):
@@ -219,7 +217,7 @@ def merge_parts(out: Path, total: int, categories: list, gcfg) -> dict:
         out / "annotations.json",
         lvis_file(images, annotations, categories, info={"generator": "mosaicfusion", **summary}),
     )
-    write_gallery(out, images, annotations, categories, int(gcfg.gallery_size))
+    write_gallery(out, images, annotations, categories, gallery_size)
     log.info(
         "MosaicFusion: kept %d of %d mosaics (%d instances); skipped: %s",
         len(images),

@@ -43,10 +43,10 @@ def grid_shape(
     if grid is not None:
         rows, cols = (int(g) for g in grid)
         if rows < 1 or cols < 1 or rows * cols != num_objects:
-            raise ValueError(f"generator.grid={list(grid)} does not hold generator.num_objects={num_objects} regions")
+            raise ValueError(f"generator.grid={list(grid)} does not hold synthetic.num_objects={num_objects} regions")
         return rows, cols
     if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
-        raise ValueError(f"generator.num_objects must be a positive integer, got {num_objects!r}")
+        raise ValueError(f"synthetic.num_objects must be a positive integer, got {num_objects!r}")
     if num_objects == 2:
         horizontal = True if rng is None else bool(rng.integers(2))
         return (1, 2) if horizontal else (2, 1)

@@ -41,15 +41,16 @@ class MosaicResult:
 
 
 def plan_mosaic(
-    index: int, gcfg, main_categories: list, mixed_categories: list, tokenizer, stride: int, seed: int
+    index: int, gcfg, scfg, main_categories: list, mixed_categories: list, tokenizer, stride: int, seed: int
 ) -> MosaicPlan:
-    """Main category = index // images_per_category; N-1 mixed ones drawn uniformly; order and layout random."""
+    """Main category = index // images_per_category; N-1 mixed ones drawn uniformly; order and layout random.
+    `gcfg`: the generator's config; `scfg`: the synthetic set's (N = num_objects, images_per_category)."""
     mosaic_seed = seed + index
     rng = np.random.default_rng(mosaic_seed)
-    n = gcfg.num_objects
+    n = scfg.num_objects
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"generator.num_objects must be a positive integer, got {n!r}")
-    main = main_categories[index // int(gcfg.images_per_category)]
+        raise ValueError(f"synthetic.num_objects must be a positive integer, got {n!r}")
+    main = main_categories[index // int(scfg.images_per_category)]
     mixed = [mixed_categories[i] for i in rng.integers(len(mixed_categories), size=n - 1)]
     cats = [main, *mixed]
     order = rng.permutation(n)
@@ -68,10 +69,11 @@ DECODE_MODES = ("canvas", "regions")
 
 
 class MosaicFusionGenerator:
-    """Runs MosaicFusion on batches of planned mosaics with one shared UNet."""
+    """Runs MosaicFusion on batches of planned mosaics with one shared UNet (`gcfg`: cfg.generator; `scfg`:
+    cfg.synthetic, what to make: N = num_objects regions per mosaic, images_per_category)."""
 
-    def __init__(self, pipe, gcfg):
-        self.pipe, self.cfg = pipe, gcfg
+    def __init__(self, pipe, gcfg, scfg):
+        self.pipe, self.cfg, self.synthetic = pipe, gcfg, scfg
         pipe.set_progress_bar_config(disable=True)
         self.stride = pipe.vae_scale_factor
         att = gcfg.attention
@@ -86,7 +88,9 @@ class MosaicFusionGenerator:
             raise ValueError(f"generator.decode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
 
     def plan(self, index, main_categories, mixed_categories, seed) -> MosaicPlan:
-        return plan_mosaic(index, self.cfg, main_categories, mixed_categories, self.pipe.tokenizer, self.stride, seed)
+        return plan_mosaic(
+            index, self.cfg, self.synthetic, main_categories, mixed_categories, self.pipe.tokenizer, self.stride, seed
+        )
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> torch.Tensor:
