@@ -199,6 +199,9 @@ def validate_synthetic(s) -> None:
         (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
     ]
     _check_all(s, "synthetic", checks)
+    from mfexp.corrupt import check_corrupt  # the positive controls' own checks (one place: mfexp/corrupt.py)
+
+    check_corrupt(s.corrupt)
 
 
 def validate_cut_paste(a) -> None:

@@ -116,7 +116,7 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
     atomic_write_json(ann, data)
     from mfexp.draw import write_gallery
 
-    write_gallery(syn, data["images"], data["annotations"], data["categories"], 16)
+    write_gallery(syn, data["images"], data["annotations"], data["categories"], int(cfg.synthetic.gallery_size))
     log.info(
         "generate: positive control %s: %d of %d instances relabelled, masks %s",
         corrupt,

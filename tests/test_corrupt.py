@@ -91,7 +91,7 @@ def test_generate_reuses_a_set_and_corrupts_the_copy(tmp_path):
             "seed": 0,
             "augmenter": {"name": "mosaicfusion", "_target_": "not.called"},
             "generate": {"reuse": str(source)},
-            "synthetic": {"corrupt": {"labels": 0.5, "masks": "none", "dilate_px": 3}},
+            "synthetic": {"corrupt": {"labels": 0.5, "masks": "none", "dilate_px": 3}, "gallery_size": 4},
         }
     )
     run = tmp_path / "control"

@@ -322,62 +322,7 @@ def test_bf16_mixed_on_cpu(tmp_path, fixture_files, use_files):
     assert stages.evaluate(cfg, tmp_path)["num_val_images"] == 3
 
 
-KILL_SCRIPT = """
-import json, sys
-sys.path.insert(0, {tests!r})
-from helpers import TINY_DETECTOR, compose
-from mfexp.detection import stages
-stages.dataset_files = lambda cfg: json.loads({files!r})
-stages.train(compose({overrides!r}), {run_dir!r})
-"""
-
-
-@pytest.mark.slow
-def test_kill_9_then_rerun_resumes(tmp_path, fixture_files, use_files, monkeypatch):
-    """A training process killed with SIGKILL resumes from last.ckpt when the stage runs again."""
-    import subprocess
-    import sys
-    import time
-
-    from mfexp.detection.module import DetectorModule
-
-    use_files(fixture_files)
-    overrides = TINY_DETECTOR + ["detector.max_iters=1000", "detector.checkpoint_every=2"]
-    files = {k: v for k, v in fixture_files.items() if k != "novel_ids"}
-    script = KILL_SCRIPT.format(
-        tests=str(Path(__file__).parent), files=json.dumps(files), overrides=overrides, run_dir=str(tmp_path)
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            time.sleep(1)
-            try:
-                if torch.load(last, weights_only=False)["global_step"] >= 4:
-                    break
-            except Exception:  # not written yet, or being written
-                pass
-        assert proc.poll() is None, "training ended before it could be killed"
-    finally:
-        proc.kill()  # SIGKILL
-        proc.wait()
-    saved = torch.load(last, weights_only=False)["global_step"]
-    assert saved >= 4
-
-    first_steps = []
-
-    def stop_after_first(self, batch, batch_idx):
-        first_steps.append(self.global_step)
-        raise RuntimeError("seen enough")
-
-    monkeypatch.setattr(DetectorModule, "training_step", stop_after_first)
-    with pytest.raises(RuntimeError, match="seen enough"):
-        stages.train(compose(overrides), tmp_path)
-    assert first_steps == [saved]
-
-
-STOP_SCRIPT = """
+TRAIN_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from helpers import TINY_DETECTOR, compose
@@ -393,35 +338,35 @@ stages.train(compose({overrides!r}), {run_dir!r})
 """
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_stop_request_during_training_saves_the_step_reached(tmp_path, fixture_files, use_files, monkeypatch, signum):
-    """SIGTERM or Ctrl-C (SIGINT) mid-training: last.ckpt holds the step reached (no checkpoint_every step was
-    due), and the rerun starts there."""
+def start_training(tmp_path, fixture_files, overrides):
+    """The train stage in a child process that prints ``step <global_step>`` at each training step."""
     import subprocess
     import sys
 
-    from mfexp.detection.module import DetectorModule
-
-    use_files(fixture_files)
-    overrides = TINY_DETECTOR + ["detector.max_iters=1000", "detector.checkpoint_every=1000"]
     files = {k: v for k, v in fixture_files.items() if k != "novel_ids"}
-    script = STOP_SCRIPT.format(
+    script = TRAIN_SCRIPT.format(
         tests=str(Path(__file__).parent), files=json.dumps(files), overrides=overrides, run_dir=str(tmp_path)
     )
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
+
+
+def signal_at_step(proc, step: int, signum) -> None:
+    """Send ``signum`` once the child reports ``step``; wait for it to end (killed if it does not)."""
     try:
         for line in proc.stdout:
-            if line.split() == ["step", "3"]:
+            if line.split() == ["step", str(step)]:
                 proc.send_signal(signum)
                 break
         proc.wait(timeout=120)
     finally:
         proc.kill()
-    last = tmp_path / "train" / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, weights_only=False)["global_step"]
-    assert 3 <= saved < 1000
+        proc.wait()
+
+
+def assert_rerun_starts_at(saved: int, overrides, tmp_path, monkeypatch) -> None:
+    from mfexp.detection.module import DetectorModule
 
     first_steps = []
 
@@ -433,3 +378,27 @@ def test_stop_request_during_training_saves_the_step_reached(tmp_path, fixture_f
     with pytest.raises(RuntimeError, match="seen enough"):
         stages.train(compose(overrides), tmp_path)
     assert first_steps == [saved]
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_resumes(tmp_path, fixture_files, use_files, monkeypatch):
+    """A training process killed with SIGKILL resumes from last.ckpt (every checkpoint_every steps) when the stage
+    runs again."""
+    use_files(fixture_files)
+    overrides = TINY_DETECTOR + ["detector.max_iters=1000", "detector.checkpoint_every=2"]
+    signal_at_step(start_training(tmp_path, fixture_files, overrides), 5, signal.SIGKILL)
+    saved = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert saved >= 4 and saved % 2 == 0  # a checkpoint_every step
+    assert_rerun_starts_at(saved, overrides, tmp_path, monkeypatch)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stop_request_during_training_saves_the_step_reached(tmp_path, fixture_files, use_files, monkeypatch, signum):
+    """SIGTERM or Ctrl-C (SIGINT) mid-training: last.ckpt holds the step reached (no checkpoint_every step was
+    due), and the rerun starts there."""
+    use_files(fixture_files)
+    overrides = TINY_DETECTOR + ["detector.max_iters=1000", "detector.checkpoint_every=1000"]
+    signal_at_step(start_training(tmp_path, fixture_files, overrides), 3, signum)
+    saved = torch.load(tmp_path / "train" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+    assert 3 <= saved < 1000
+    assert_rerun_starts_at(saved, overrides, tmp_path, monkeypatch)
