@@ -3,9 +3,10 @@
 For each run folder, every instance of ``synthetic/annotations.json`` is cropped by its own mask from its image and
 named by the toy-quality classifier (benchmarks/toy_quality.py: a small CNN trained on real toy-world crops). The
 share named as labelled is the set's class fidelity; the shares with the labelled colour and with the labelled shape
-tell what kind of errors the rest are. Reported for all instances and for those of rare categories (the main
-category of each MosaicFusion mosaic; what APr is measured on). Unlike toy_quality (d), which generates mosaics of
-its own, this reads exactly what a run trained on, so a positive control's corrupted labels show up too.
+tell what kind of errors the rest are. Reported for all instances, for those of rare categories (the main category
+of each MosaicFusion mosaic; what APr is measured on) and, in ``--out``, per category. Unlike toy_quality (d), which
+generates mosaics of its own, this reads exactly what a run trained on, so a positive control's corrupted labels show
+up too.
 
     python benchmarks/synthetic_fidelity.py RUN_DIR [RUN_DIR ...] [--classifier FILE] [--out results.json]
 """
@@ -87,7 +88,15 @@ def score_run(net, names: list[str], run_dir: Path) -> dict:
             pred = net(to_tensor([r["crop"] for r in chunk])).argmax(1).numpy()
             for r, p in zip(chunk, pred):
                 r["pred"] = names[p]
-    return {"run": str(run_dir), "all": rates(recs), "rare": rates([r for r in recs if r["frequency"] == "r"])}
+    by_label: dict = {}
+    for r in recs:
+        by_label.setdefault(r["label"], []).append(r)
+    return {
+        "run": str(run_dir),
+        "all": rates(recs),
+        "rare": rates([r for r in recs if r["frequency"] == "r"]),
+        "per_category": {name: rates(rs) for name, rs in sorted(by_label.items())},
+    }
 
 
 def main():
