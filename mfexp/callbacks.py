@@ -52,3 +52,10 @@ class RunProgressBar(RichProgressBar):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         self._update(self.train_progress_bar_id, trainer.global_step)
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        """The logged metrics, without Lightning's ``v_num`` (the first logger's version: here a wandb run id's
+        tail, meaningless on the bar)."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
