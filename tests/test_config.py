@@ -117,12 +117,6 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
         (["synthetic.gallery_size=-3"], "synthetic.gallery_size=-3 must be >= 0"),
         (["synthetic.jpeg_quality=500"], "synthetic.jpeg_quality=500 must be in [1, 100]"),
         (["synthetic.num_objects=0"], "synthetic.num_objects=0 must be >= 1"),
-        (["synthetic.corrupt.labels=1.5"], "synthetic.corrupt.labels is a share of instances in [0, 1], got 1.5"),
-        (["synthetic.corrupt.masks=blob"], "synthetic.corrupt.masks must be one of"),
-        (
-            ["synthetic.corrupt.masks=dilate", "synthetic.corrupt.dilate_px=0"],
-            "synthetic.corrupt.dilate_px must be >= 1",
-        ),
         (["trainer.devices=0"], "trainer.devices=0 must be"),
         (["generator.mask.threshold=foo"], "generator.mask.threshold='foo' must be otsu or a number in (0, 1)"),
         (["seed=-1"], "seed=-1 must be >= 0"),
@@ -145,6 +139,12 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
         (["augmenter=cut_paste", "synthetic.images_per_category=0"], "synthetic.images_per_category=0 must be >= 1"),
         (["augmenter=cut_paste", "synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),
         (["augmenter=cut_paste", "augmenter.flip=1.5"], "augmenter.flip=1.5 must be a probability"),
+        (["synthetic.corrupt.labels=1.5"], "synthetic.corrupt.labels is a share of instances in [0, 1], got 1.5"),
+        (
+            ["synthetic.corrupt.masks=dilate", "synthetic.corrupt.dilate_px=0"],
+            "synthetic.corrupt.dilate_px must be >= 1",
+        ),
+        (["synthetic.corrupt.masks=blob"], "synthetic.corrupt.masks must be one of"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_the_key(overrides, msg):
