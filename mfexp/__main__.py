@@ -60,6 +60,7 @@ def main(cfg: DictConfig) -> None:
 
     from mfexp.config import validate
     from mfexp.console import quiet_third_party
+    from mfexp.devices import relaunch_as_this_job
     from mfexp.run import StageFailed, StopRequested, record_failure, run_experiment, summary
     from mfexp.runpaths import RunPaths
     from mfexp.targets import MissingPackage
@@ -80,7 +81,8 @@ def main(cfg: DictConfig) -> None:
             return
         sys.exit(2)
     try:
-        results = run_experiment(cfg, run_dir)
+        with relaunch_as_this_job():  # a DDP worker of a sweep's job runs that job only
+            results = run_experiment(cfg, run_dir)
     except StageFailed as e:
         bad_input = isinstance(e.error, (ValueError, FileNotFoundError, MissingPackage))
         message = " ".join(str(e.error if bad_input else e).split())

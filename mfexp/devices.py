@@ -11,10 +11,15 @@ detector's batch splits evenly, at most ``CPU_AUTO_MAX``. Anywhere else ``auto``
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 CPU_AUTO_MAX = 8
+# what Lightning's DDP launcher sets in the launching process: while LOCAL_RANK is set it launches no more processes
+LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
 
 
 def usable_cores() -> int:
@@ -53,3 +58,44 @@ def trainer_args(trainer_cfg, cores: int | None = None) -> dict:
         if n > 1 and args.get("strategy", "auto") == "auto":
             args["strategy"] = "ddp"
     return args
+
+
+@contextmanager
+def relaunch_as_this_job() -> Iterator[None]:
+    """Within one job of a Hydra multirun: make Lightning's DDP relaunch run this job alone, in this job's folder.
+
+    Lightning starts the other processes of a one-machine DDP run by re-running ``sys.argv`` with
+    ``hydra.run.dir=<HydraConfig run.dir>`` appended. In a multirun ``sys.argv`` is the whole sweep (``-m``), so each
+    worker would re-run the sweep, in a sweep folder of its own (the folder's name holds its start time), and write
+    its shard of the synthetic set there: rank 0 then finds half the set missing. For the length of the job,
+    ``sys.argv`` becomes this job's overrides in run mode and ``run.dir`` this job's folder. The workers end with the
+    job, so at its end the process group goes and the launcher's environment is put back: the next job launches
+    workers of its own. Outside a multirun nothing changes; under SLURM, which starts the processes, nothing is
+    relaunched."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, run_dir = sys.argv, hydra_cfg.run.dir
+    launcher_env = {key: os.environ.get(key) for key in LAUNCHER_ENV}
+    sys.argv = [argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in launcher_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sys.argv = argv
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = run_dir
