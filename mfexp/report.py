@@ -11,8 +11,8 @@ summarised over the group (over seeds) as mean, sample standard deviation (ddof=
 is *complete* with `metrics.json`, *failed* when its folder holds `failed.json` (the stage, exception type, message
 and traceback of the error that stopped it), else *incomplete*; failed and incomplete runs are listed apart and
 counted per group, never averaged nor dropped silently. Rows and categorical bars follow the config order of each
-key's values (the order the sweep lists them, then first seen), numeric keys ascend. Written to DIR (default: the
-folder itself, `report/`):
+key's values (the baseline's value first, then the order the sweep lists them, then first seen), numeric keys
+ascend. Written to DIR (default: the folder itself, `report/`):
 
     summary.csv, summary.md     one row per group: swept keys, n, incomplete, failed, <metric>_mean, <metric>_std
     runs.csv                    one row per run: folder, status, swept keys, seed, metrics, seconds per stage, failure
@@ -773,6 +773,8 @@ def report(
         raise ReportError("several folders: say where the report goes with --out")
     out = Path(out) if out else folders[0] / "report"
     keys = swept_keys(runs)
+    for key, value in spec.items():  # the baseline's value leads its key's values (after "(default)")
+        runs.orders[key] = [value, *runs.orders.get(key, [])]
     if reference_numbers is not None and reference_numbers.key not in keys:
         raise ReportError(
             f"--paper {paper} gives numbers for {reference_numbers.key}, not a swept key "

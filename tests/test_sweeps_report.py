@@ -525,6 +525,20 @@ def test_report_paired_differences_from_a_baseline(tmp_path, capsys):
     assert "APr_paired.png" in capsys.readouterr().out
 
 
+def test_report_lists_the_baseline_row_first(tmp_path):
+    from mfexp.report import main
+
+    sweep = paired_sweep(tmp_path)
+    assert main([str(sweep), "--out", str(tmp_path / "plain")]) == 0
+    plain = [r["augmenter"] for r in read_csv(tmp_path / "plain" / "summary.csv")]  # first seen: by folder
+    assert plain == ["copy", "cut_paste", "mosaicfusion", "none"]
+    for baseline in ("none", "mosaicfusion"):
+        out = tmp_path / baseline
+        assert main([str(sweep), "--out", str(out), "--baseline", f"augmenter={baseline}"]) == 0
+        rows = [r["augmenter"] for r in read_csv(out / "summary.csv")]
+        assert rows == [baseline] + [a for a in plain if a != baseline]  # the others keep their order
+
+
 def test_report_baseline_on_some_keys_matches_the_others(tmp_path):
     from mfexp.report import ReportError, main, parse_baseline, report, same
 
