@@ -83,9 +83,9 @@ def without_rare_annotations(train_json: str | os.PathLike, cache_dir: str | os.
     return out
 
 
-def config_hash(cfg, keys) -> str:
-    """Short hash of the resolved config under `keys` (missing keys count as null)."""
-    picked = {}
+def config_hash(cfg, keys, salt=None) -> str:
+    """Short hash of the resolved config under `keys` (missing keys count as null), and of `salt` unless None."""
+    picked = {} if salt is None else {"_salt": salt}
     for k in keys:
         v = OmegaConf.select(cfg, k)
         picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v

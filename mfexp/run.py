@@ -128,8 +128,11 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
 
 
 def stage_hash(cfg, stage: str) -> str:
+    from mfexp.augmenters import IMAGE_SEEDS, MAKES_IMAGES
+
     keys = [k for s in STAGE_ORDER[: STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
-    return config_hash(cfg, keys)
+    makes_images = cfg.augmenter.get("_target_") in MAKES_IMAGES and not cfg.generate.reuse
+    return config_hash(cfg, keys, salt=IMAGE_SEEDS if makes_images else None)
 
 
 def check_stages(stages) -> list[str]:

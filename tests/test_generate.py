@@ -269,3 +269,20 @@ def test_decode_by_regions_of_a_single_region_is_the_canvas_decode(tiny_pipe):
     layout, latent = _layout_and_latent(regions)
     assert len(layout.regions) == 1
     assert np.array_equal(regions.decode(latent, layout), canvas.decode(latent, layout))
+
+
+def test_run_seeds_plan_unrelated_mosaics(tiny_pipe, categories_file):
+    """A mosaic's plan is fixed by (run seed, index) alone, and runs with other seeds plan other mosaics: under the
+    old per-mosaic seed ``seed + index``, mosaic i of seed 1 was mosaic i + 1 of seed 0 within a main category."""
+    gen = _decode_generator(tiny_pipe, None)
+    cats = load_categories(categories_file)
+    main = select_categories(cats, ["r"], "main")
+
+    def plan(seed, index):
+        p = gen.plan(index, main, cats, seed)
+        return [c["name"] for c in p.categories], [(r.top, r.left, r.bottom, r.right) for r in p.layout.regions]
+
+    assert plan(0, 3) == plan(0, 3)
+    per_category = int(gen.synthetic.images_per_category)
+    shifted = [plan(1, i) == plan(0, i + 1) for i in range(per_category - 1)]
+    assert not any(shifted)

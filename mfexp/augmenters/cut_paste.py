@@ -1,13 +1,13 @@
 """Cut-and-Paste baseline (Dwibedi et al., 2017): real instances pasted onto other real training images.
 
 What it makes is ``cfg.synthetic``'s, as for MosaicFusion. Synthetic image ``i`` is planned and seeded from
-``seed + i`` alone (like a MosaicFusion mosaic): its *main* category is ``main[i // images_per_category]`` (the main
-categories of ``synthetic.main_frequency``), the other ``num_objects - 1`` objects come from categories of
-``synthetic.mixed_frequency`` that have instances. Each object is a real instance mask cut from
-a training image, randomly scaled and flipped, and alpha-blended (Gaussian-blurred mask as alpha) at a random place
-onto another training image. Pasted objects occlude what lies underneath: the masks of the instances below lose the
-covered pixels, and instances left too small are dropped. The output has the pasted objects and the background's
-remaining real instances, all annotated, in the same ``synthetic/`` format as MosaicFusion.
+``image_seed(seed, i)`` alone (like a MosaicFusion mosaic): its *main* category is ``main[i // images_per_category]``
+(the main categories of ``synthetic.main_frequency``), the other ``num_objects - 1`` objects come from categories of
+``synthetic.mixed_frequency`` that have instances. Each object is a real instance mask cut from a training image,
+randomly scaled and flipped, and alpha-blended (Gaussian-blurred mask as alpha) at a random place onto another training
+image. Pasted objects occlude what lies underneath: the masks of the instances below lose the covered pixels, and
+instances left too small are dropped. The output has the pasted objects and the background's remaining real instances,
+all annotated, in the same ``synthetic/`` format as MosaicFusion.
 
 Pure functions (``cut_instance``, ``transform_instance``, ``paste_instance``,
 ``drop_occluded``, ``compose_cut_paste``) do the work; ``generate_cut_paste`` is the only one with side effects.
@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mfexp.augmenters import image_seed
 from mfexp.config import CutPasteConfig, SyntheticConfig
 from mfexp.data import prepare_dataset
 from mfexp.draw import montage, overlay
@@ -233,9 +234,9 @@ def plan_image(
     synthetic: SyntheticConfig,
     seed: int,
 ) -> tuple[Plan, np.random.Generator]:
-    """What image `index` pastes where (deterministic from seed + index); the rng continues into the paste.
+    """What image `index` pastes where (deterministic from image_seed(seed, index)); the rng continues into the paste.
     `synthetic` gives images_per_category (which main category) and num_objects (how many objects, main included)."""
-    rng = np.random.default_rng(int(seed) + int(index))
+    rng = np.random.default_rng(image_seed(seed, index))
     cat = main[index // synthetic.images_per_category]
     pool = data.by_category.get(cat["id"], [])
     if not pool:

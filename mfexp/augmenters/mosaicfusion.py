@@ -1,6 +1,7 @@
 """The MosaicFusion `generate` stage: Lightning `Trainer.predict` over mosaic indices, one part file per mosaic.
 
-Each mosaic i is planned and seeded from `seed + i` alone, so any sharding over processes gives the same files.
+Each mosaic i is planned and seeded from `image_seed(seed, i)` alone, so any sharding over processes gives the same
+files.
 Finished mosaics leave `synthetic/parts/<i>.json` (written atomically after their image), so a killed run re-run
 with the same config continues where it stopped; rank 0 then merges the parts into `synthetic/annotations.json`.
 """
@@ -18,6 +19,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
+from mfexp.augmenters import IMAGE_SEEDS
 from mfexp.callbacks import StopOnSigterm
 from mfexp.data import config_hash, prepare_dataset
 from mfexp.devices import trainer_args
@@ -106,7 +108,7 @@ def fingerprint(cfg) -> str:
     keys = ("synthetic", "generator", "seed", "dataset")
     picked = {k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed for k in keys}
     picked["synthetic"].pop("corrupt", None)
-    return config_hash(OmegaConf.create(picked), keys)
+    return config_hash(OmegaConf.create(picked), keys, salt=IMAGE_SEEDS)
 
 
 def reason_kind(reason: str) -> str:

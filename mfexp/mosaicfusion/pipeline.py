@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mfexp.augmenters import image_seed
+
 from .attention import AttentionStore, CaptureCall, capture_cross_attention, selected_layers
 from .layout import MosaicLayout, gaussian_weights, mosaic_layout
 from .masks import MaskError, expand_to_canvas, region_mask
@@ -17,7 +19,7 @@ from .prompts import PromptError, display_name, object_token_index, region_promp
 
 @dataclass
 class MosaicPlan:
-    """Everything random about one mosaic, fixed by `seed + index` alone (so shards reproduce a single process)."""
+    """Everything random about one mosaic, fixed by (run seed, index) alone (so shards reproduce a single process)."""
 
     index: int
     seed: int
@@ -45,7 +47,7 @@ def plan_mosaic(
 ) -> MosaicPlan:
     """Main category = index // images_per_category; N-1 mixed ones drawn uniformly; order and layout random.
     `gcfg`: the generator's config; `scfg`: the synthetic set's (N = num_objects, images_per_category)."""
-    mosaic_seed = seed + index
+    mosaic_seed = image_seed(seed, index)
     rng = np.random.default_rng(mosaic_seed)
     n = scfg.num_objects
     if not isinstance(n, int) or n < 1:
