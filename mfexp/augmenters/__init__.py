@@ -4,8 +4,9 @@ the training pipeline) and ``none``."""
 
 import numpy as np
 
-# Part of the generate stage's hash where an augmenter makes images: raised whenever the same config makes other
-# images, so that older run folders make their set again (2: per-image seeds from image_seed, was seed + index).
+# Part of the generate stage's hash where an augmenter makes images (and of MosaicFusion's parts stamp): raised
+# whenever the same config makes other images, so that an older run folder never passes its set off as current: the
+# generate stage runs again, and MosaicFusion refuses the old parts (2: image seeds from image_seed, was seed + index).
 IMAGE_SEEDS = 2
 MAKES_IMAGES = ("mfexp.augmenters.mosaicfusion.generate_mosaicfusion", "mfexp.augmenters.cut_paste.generate_cut_paste")
 
