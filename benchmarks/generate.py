@@ -41,7 +41,7 @@ def config(args):
     return compose(
         MODELS[args.model]
         + [
-            f"synthetic.num_objects={args.num_objects}",
+            f"generator.num_objects={args.num_objects}",
             "generator.jitter=[1.0,1.0]",
             f"generator.num_inference_steps={args.steps}",
             f"generator.dtype={args.dtype}",

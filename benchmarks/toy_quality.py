@@ -204,7 +204,7 @@ def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=(),
     cfg = compose(
         [
             "generator/model=toy",
-            f"synthetic.num_objects={n}",
+            f"generator.num_objects={n}",
             f"generator.num_inference_steps={steps}",
             "synthetic.images_per_category=1",
             *extra,

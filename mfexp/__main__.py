@@ -25,7 +25,7 @@ def run_name(override_dirname: str) -> str:
 
 if not OmegaConf.has_resolver("mfexp_run_name"):
     OmegaConf.register_new_resolver("mfexp_run_name", run_name)
-if not OmegaConf.has_resolver("mfexp_per"):  # ${mfexp_per:40,${synthetic.num_objects}}: a budget split N ways
+if not OmegaConf.has_resolver("mfexp_per"):  # ${mfexp_per:40,${generator.num_objects}}: a budget split N ways
     OmegaConf.register_new_resolver("mfexp_per", lambda total, n: max(1, round(int(total) / int(n))))
 if not OmegaConf.has_resolver("mfexp_root"):  # conf/config.yaml: hydra.searchpath -> sweeps/
     OmegaConf.register_new_resolver("mfexp_root", lambda: str(ROOT))

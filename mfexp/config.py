@@ -9,6 +9,7 @@ The schemas add no key of their own, so the resolved config (and the run folders
 `validate` checks ranges and choices right after composition, before any stage runs.
 """
 
+import dataclasses
 import math
 from dataclasses import make_dataclass
 from typing import Any
@@ -34,16 +35,17 @@ def schema(name: str, /, *bases: type, **keys: Any) -> type:
 CorruptConfig = schema("CorruptConfig", labels=float, masks=str, dilate_px=int)
 SyntheticConfig = schema(
     "SyntheticConfig",
-    main_frequency=list[str], mixed_frequency=list[str], images_per_category=int, num_objects=int,
-    max_images=int | None, corrupt=CorruptConfig, gallery_size=int, jpeg_quality=int,
+    main_frequency=list[str], mixed_frequency=list[str], images_per_category=int, max_images=int | None,
+    corrupt=CorruptConfig, gallery_size=int, jpeg_quality=int,
 )
 
 # ---------------------------------------------------------------------------------------------------- generator
 
 ModelConfig = schema(
     "ModelConfig",
-    path=str | None, revision=str | None, allow_download=bool, region_size=list[int], overlap=list[int],
+    family=str, path=str | None, revision=str | None, allow_download=bool, region_size=list[int], overlap=list[int],
     num_inference_steps=int, guidance_scale=float, dtype=str, decode=str, attention_resolutions=list[int],
+    batch_size=int,
 )
 TinyRandomModelConfig = schema("TinyRandomModelConfig", ModelConfig, seed=int, size=str)
 AttentionConfig = schema("AttentionConfig", resolutions=list[int], blocks=list[str], steps=list[int | None])
@@ -59,9 +61,11 @@ MaskConfig = schema(
 )
 GeneratorConfig = schema(
     "GeneratorConfig",
-    model=ModelConfig, grid=list[int] | None, region_size=list[int], overlap=list[int], jitter=list[float],
+    model=ModelConfig,
+    num_objects=Any,  # objects per image N: a count, or a list of counts (each image picks one by its seed)
+    grid=list[int] | None, region_size=list[int], overlap=list[int], jitter=list[float], jitter_levels=int | None,
     categories=str | None, prompt=str, negative_prompt=str, num_inference_steps=int, guidance_scale=float,
-    scheduler=str, blend_sigma=float, batch_size=int, decode=str, dtype=str,
+    scheduler=str, blend_sigma=float, batch_size=int, compile=bool, decode=str, dtype=str,
     attention=AttentionConfig, mask=MaskConfig,
 )
 
@@ -164,12 +168,18 @@ def _choices(choices) -> str:
 
 
 def validate_generator(g) -> None:
-    from mfexp.mosaicfusion.layout import check_sizes
+    from mfexp.mosaicfusion.layout import check_jitter, check_sizes
     from mfexp.mosaicfusion.masks import AREA_REFERENCES, REFINE_METHODS
     from mfexp.mosaicfusion.models import DTYPES, SCHEDULERS
     from mfexp.mosaicfusion.pipeline import DECODE_MODES
+    from mfexp.synthetic import check_num_objects
 
     check_sizes(g.region_size, g.overlap, 1)  # again with the VAE's stride when the model is loaded
+    check_jitter(g.jitter, g.jitter_levels)
+    try:
+        check_num_objects(g.num_objects)
+    except ValueError as e:
+        _check(False, "generator.num_objects", g.num_objects, str(e))
     t = g.mask.threshold
     number = isinstance(t, (int, float)) and not isinstance(t, bool)
     schedulers = ["default", *SCHEDULERS]
@@ -193,7 +203,6 @@ def validate_generator(g) -> None:
 def validate_synthetic(s) -> None:
     checks = [
         (s.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (s.num_objects >= 1, "num_objects", "must be >= 1"),
         (s.max_images is None or s.max_images >= 0, "max_images", "must be >= 0 or null (all)"),
         (s.gallery_size >= 0, "gallery_size", "must be >= 0"),
         (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
@@ -230,8 +239,31 @@ def validate_trainer(t) -> None:
     _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "must be >= 1")
 
 
+# nodes whose extra keys (`+trainer.gradient_clip_val=1`) go on to a library that checks them itself
+OPEN_NODES = ("trainer",)
+
+
+def check_known_keys(cfg, prefix: str = "") -> None:
+    """Every key of a schema-typed node is one its schema names: a key added with `+` that no code reads
+    (`+generator.anything=1`) is an error, except under OPEN_NODES."""
+    if not OmegaConf.is_dict(cfg):
+        return
+    kind = OmegaConf.get_type(cfg)
+    known = {f.name for f in dataclasses.fields(kind)} if dataclasses.is_dataclass(kind) else None
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if path in OPEN_NODES or key == "hydra":
+            continue
+        if known is not None and key not in known:
+            raise ValueError(
+                f"{path} is not a key of this config: nothing reads it (is it misspelt, or under another node?)"
+            )
+        check_known_keys(cfg._get_node(key), f"{path}.")
+
+
 def validate(cfg) -> None:
     """Ranges and choices the schema's types cannot state; a ValueError names the key and what it allows."""
+    check_known_keys(cfg)
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _check(cfg.train_data in TRAIN_DATA, "train_data", cfg.train_data, _choices(TRAIN_DATA))
     validate_trainer(cfg.trainer)

@@ -4,7 +4,7 @@ Every folder below the given ones (symbolic links followed) that holds `.hydra/o
 read into a pandas DataFrame, one row per run (`load_runs`), and every table and plot is built from it. A key that
 some runs override and others do not takes, in those others, the value the run actually used (from its
 `.hydra/config.yaml`, or its config-group choice in `.hydra/hydra.yaml`), so runs of different sweeps compare: e.g. the
-`augmenter=mosaicfusion` runs (default N=4) join a `synthetic.num_objects=1,2` sweep. The *swept keys* are then the
+`augmenter=mosaicfusion` runs (default N=4) join a `generator.num_objects=1,2` sweep. The *swept keys* are then the
 keys whose values differ between runs, `seed`, `generate.reuse` (a copied synthetic set is the same data) and the
 logger/paths keys excluded; runs are grouped by their values of the swept keys and each metric of `metrics.json` is
 summarised over the group (over seeds) as mean, sample standard deviation (ddof=1; 0 for a single run) and n. A run
@@ -21,7 +21,7 @@ ascend. Written to DIR (default: the folder itself, `report/`):
     <metric>_paired.png         with --baseline: each row's per-seed differences from its baseline, mean and 95% CI
 (every plot shows the seeds as dots).
 
-`--baseline KEY=VALUE` (repeat it, or join pairs with commas: `--baseline augmenter=none,synthetic.num_objects=4`)
+`--baseline KEY=VALUE` (repeat it, or join pairs with commas: `--baseline augmenter=none,generator.num_objects=4`)
 names the baseline: the groups whose values of those swept keys match. A row is compared with the baseline
 group if there is one, else with the baseline group equal to the row on every swept key the baseline does not name
 (none: an error; name more keys). Runs are paired by `seed` (seeds complete in both groups; a pair where a metric is
@@ -58,6 +58,14 @@ PLOT_METRICS = ("APr", "AP")
 IGNORED_KEYS = ("seed", "generate.reuse", "logger", "logger.mode", "logger.enabled", "paths.log_dir", "paths.cache_dir")
 DEFAULT = "(default)"  # a key's value in a run that neither overrode it nor records it
 FAILURE = ("stage", "type", "message")  # the failed.json fields the report shows
+# keys that moved: run folders made under the old name are read as the new one (one column)
+RENAMED = {"synthetic.num_objects": "generator.num_objects"}
+
+
+def canonical(key: str) -> str:
+    """An override key under its current name (`synthetic.num_objects` -> `generator.num_objects`)."""
+    key = key.lstrip("+~")
+    return RENAMED.get(key, key)
 
 
 class ReportError(ValueError):
@@ -91,7 +99,7 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
         if line.startswith("~") or "=" not in line:
             continue
         key, value = line.split("=", 1)
-        out[key.lstrip("+")] = value
+        out[canonical(key)] = value
     return out
 
 
@@ -156,7 +164,16 @@ def resolved_value(path: Path, key: str) -> str | None:
     config_file = path / ".hydra" / "config.yaml"
     if config_file.is_file():
         try:
-            found = OmegaConf.select(OmegaConf.load(config_file), key, default=None, throw_on_missing=False)
+            config = OmegaConf.load(config_file)
+            names = [key, *(old for old, new in RENAMED.items() if new == key)]
+            found = next(
+                (
+                    v
+                    for v in (OmegaConf.select(config, k, default=None, throw_on_missing=False) for k in names)
+                    if v is not None
+                ),
+                None,
+            )
             if OmegaConf.is_config(found):
                 found = OmegaConf.to_container(found, resolve=True)
         except Exception:  # an interpolation that needs the app's resolvers: leave the value unknown
@@ -193,7 +210,7 @@ def sweep_orders(path: Path) -> dict[str, list[str]]:
         try:
             (override,) = parser.parse_overrides([text])
             if override.is_sweep_override():
-                listed.setdefault(override.get_key_element().lstrip("+~"), list(override.sweep_string_iterator()))
+                listed.setdefault(canonical(override.get_key_element()), list(override.sweep_string_iterator()))
         except Exception:  # a sweep the parser cannot list (glob): first-seen order
             continue
     return listed
@@ -352,7 +369,7 @@ def parse_baseline(specs: str | list[str] | None) -> dict[str, str]:
     for text in [specs] if isinstance(specs, str) else (specs or []):
         for part in re.split(r",(?=[\w.@/+-]+=)", text):
             key, sep, value = part.partition("=")
-            key, value = key.strip().lstrip("+"), value.strip()
+            key, value = canonical(key.strip()), value.strip()
             if not sep or not key or not value:
                 raise ReportError(
                     f"malformed --baseline {text!r}: expected KEY=VALUE[,KEY=VALUE...], e.g. --baseline augmenter=none"

@@ -75,16 +75,29 @@ def test_capture_matches_default_output_and_explicit_attention(tiny_pipe):
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
     # recompute one layer's attention by hand: softmax(q k^T / sqrt(d)) for the conditional half, token 3
     name = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor"
+    attn = unet.get_submodule(name.rsplit(".", 1)[0])
+    seen = {}
+    hook = attn.register_forward_pre_hook(lambda m, args, kw: seen.update(kw, x=args[0]), with_kwargs=True)
+    one = AttentionStore()
+    try:
+        with capture_cross_attention(unet, one, {name: 2}):
+            unet_call(tiny_pipe, one, 0)
+    finally:
+        hook.remove()
+    heads = attn.heads
+    q = attn.to_q(seen["x"]).detach()
+    k = attn.to_k(seen["encoder_hidden_states"]).detach()
+    q = q.view(q.shape[0], q.shape[1], heads, -1).transpose(1, 2)  # (batch, heads, seq, d)
+    k = k.view(k.shape[0], k.shape[1], heads, -1).transpose(1, 2)
+    probs = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+    assert torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
+    expected = probs[2, :, :, 3].sum(0).view(16, 16)  # batch [uncond x2, cond x2]: region 0 is row 2
+    torch.testing.assert_close(one.region_maps(("m", 0))[2], expected)
     naive = NaiveStore()
     with capture_cross_attention(unet, naive, {name: 2}):
         unet_call(tiny_pipe, naive, 0)
-    (probs,) = naive.kept  # (cond batch, heads, seq, tokens)
-    assert probs.shape[0] == 2 and torch.allclose(probs.sum(-1), torch.ones(()), atol=1e-5)
-    one = AttentionStore()
-    with capture_cross_attention(unet, one, {name: 2}):
-        unet_call(tiny_pipe, one, 0)
-    expected = probs[0, :, :, 3].sum(0).view(16, 16)
-    torch.testing.assert_close(one.region_maps(("m", 0))[2], expected)
+    (kept,) = naive.kept  # one layer, one step: (regions, seq)
+    torch.testing.assert_close(kept[0].view(16, 16), expected)
 
 
 def test_bad_attention_selection(tiny_pipe):

@@ -40,7 +40,7 @@ def test_run_folder_named_by_overrides():
     from mfexp.__main__ import run_name
 
     assert run_name("") == "default"
-    assert run_name("synthetic.num_objects=2,generator/model=toy") == "synthetic.num_objects=2,generator_model=toy"
+    assert run_name("generator.num_objects=2,generator/model=toy") == "generator.num_objects=2,generator_model=toy"
 
 
 def test_stages_are_checked():
@@ -73,7 +73,8 @@ def test_what_the_generate_stage_makes_is_set_in_one_node(augmenter):
     """Counts, categories, controls and files of the synthetic set are `synthetic.*` only, for every augmenter."""
     cfg = compose([f"augmenter={augmenter}"])
     shared = set(cfg.synthetic)
-    assert {"num_objects", "images_per_category", "max_images", "corrupt", "gallery_size", "jpeg_quality"} <= shared
+    assert {"images_per_category", "max_images", "corrupt", "gallery_size", "jpeg_quality"} <= shared
+    assert "num_objects" in cfg.generator and "num_objects" not in shared  # the user's key: generator.num_objects
     assert not shared & set(cfg.generator) and not shared & set(cfg.augmenter)
     assert "max_mosaics" not in cfg.generator and "objects_per_image" not in cfg.augmenter
 
@@ -90,7 +91,6 @@ def test_what_the_generate_stage_makes_is_set_in_one_node(augmenter):
         ("dataset.num_train_images=1.5", "num_train_images"),
         ("detector.max_iters=many", "max_iters"),
         ("generator.no_such_key=1", "no_such_key"),
-        ("synthetic.num_objects=four", "num_objects"),
         ("synthetic.corrupt.labels=half", "labels"),
         ("task_name=x", "task_name"),
         ("paths.root_dir=x", "root_dir"),
@@ -116,7 +116,13 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
         (["synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),
         (["synthetic.gallery_size=-3"], "synthetic.gallery_size=-3 must be >= 0"),
         (["synthetic.jpeg_quality=500"], "synthetic.jpeg_quality=500 must be in [1, 100]"),
-        (["synthetic.num_objects=0"], "synthetic.num_objects=0 must be >= 1"),
+        (["generator.num_objects=0"], "generator.num_objects=0 must be a positive integer or a non-empty list"),
+        (["generator.num_objects=four"], "generator.num_objects='four' must be a positive integer"),
+        (["generator.num_objects=[2,0]"], "generator.num_objects=[2, 0] must be a positive integer"),
+        (["generator.num_objects=[]"], "generator.num_objects=[] must be a positive integer"),
+        (["+generator.anything=1"], "generator.anything is not a key of this config"),
+        (["+synthetic.num_objects=2"], "synthetic.num_objects is not a key of this config"),
+        (["+augmenter.scale=[0.1,0.2]"], "augmenter.scale is not a key of this config"),
         (["trainer.devices=0"], "trainer.devices=0 must be"),
         (["generator.mask.threshold=foo"], "generator.mask.threshold='foo' must be otsu or a number in (0, 1)"),
         (["seed=-1"], "seed=-1 must be >= 0"),

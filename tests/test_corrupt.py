@@ -159,7 +159,7 @@ def test_equal_instances_sweep_holds_the_instance_budget():
     from helpers import compose
 
     for n, per in ((1, 40), (2, 20), (4, 10)):
-        cfg = compose(["+sweep=num_objects_equal_instances", f"synthetic.num_objects={n}", "seed=0"])
+        cfg = compose(["+sweep=num_objects_equal_instances", f"generator.num_objects={n}", "seed=0"])
         assert cfg.synthetic.images_per_category == per and per * n == 40
 
 

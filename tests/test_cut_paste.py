@@ -75,7 +75,7 @@ CP = [
     "augmenter=cut_paste",
     "logger=none",
     "synthetic.images_per_category=3",
-    "synthetic.num_objects=2",
+    "generator.num_objects=2",
     "augmenter.min_source_area=50",
 ]
 
@@ -104,17 +104,18 @@ def synthetic_options(**changes):
 def test_cut_paste_config_composes_and_shares_the_synthetic_node():
     from mfexp.config import CutPasteConfig, SyntheticConfig
 
-    cfg = compose(["augmenter=cut_paste", "synthetic.num_objects=3", "synthetic.max_images=7"])
+    cfg = compose(["augmenter=cut_paste", "generator.num_objects=3", "synthetic.max_images=7"])
     assert cfg.augmenter.name == "cut_paste"
     assert cfg.augmenter._target_ == "mfexp.augmenters.cut_paste.generate_cut_paste"
     opts = OmegaConf.to_object(cfg.augmenter)
     assert isinstance(opts, CutPasteConfig)
     # what to make (categories, counts, controls, files) is the synthetic node's, the same for every augmenter
-    shared = {"main_frequency", "mixed_frequency", "images_per_category", "num_objects", "max_images", "corrupt"}
+    shared = {"main_frequency", "mixed_frequency", "images_per_category", "max_images", "corrupt"}
     assert not shared & set(cfg.augmenter) and shared <= set(cfg.synthetic)
+    assert cfg.generator.num_objects == 3 and "num_objects" not in cfg.augmenter  # N: one key for every augmenter
     syn = OmegaConf.to_object(cfg.synthetic)
-    assert isinstance(syn, SyntheticConfig) and (syn.num_objects, syn.max_images) == (3, 7)
-    assert syn == OmegaConf.to_object(compose(["synthetic.num_objects=3", "synthetic.max_images=7"]).synthetic)
+    assert isinstance(syn, SyntheticConfig) and syn.max_images == 7
+    assert syn == OmegaConf.to_object(compose(["generator.num_objects=3", "synthetic.max_images=7"]).synthetic)
 
 
 def test_paste_instance_occludes_and_mask_is_the_alpha_support():
@@ -205,12 +206,12 @@ def test_real_instances_under_pastes_shrink(fixture_files):
     from mfexp.augmenters.cut_paste import SourceData, make_image, plan_image
 
     opts = cut_paste_options(scale=[0.4, 0.6], min_source_area=50)
-    syn = synthetic_options(images_per_category=8, num_objects=3)
+    syn = synthetic_options(images_per_category=8)
     data = SourceData(fixture_files["train_json"], fixture_files["train_images"], opts.min_source_area)
     main = [c for c in CATEGORIES if c["id"] == 1]
     shrunk = 0
     for i in range(8):
-        plan, rng = plan_image(i, main, [1, 2, 3], data, opts, syn, seed=0)
+        plan, rng = plan_image(i, main, [1, 2, 3], data, opts, syn, 3, seed=0)
         assert plan.background_id != plan.sources[0]["image_id"]
         originals = [data.mask(a) for a in data.by_image[plan.background_id]]
         image, kept, counts = make_image(plan, rng, data, opts)

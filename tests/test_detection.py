@@ -274,7 +274,7 @@ def test_paper_detector_config():
     from mfexp.detection.mmdet_config import detector_config
 
     cfg = compose(["experiment=lvis_mosaicfusion"])
-    assert cfg.dataset.name == "lvis_v1" and cfg.synthetic.num_objects == 4
+    assert cfg.dataset.name == "lvis_v1" and cfg.generator.num_objects == 4
     assert cfg.synthetic.images_per_category == 25 and cfg.generator.model.path == "CompVis/stable-diffusion-v1-4"
     files = dict(train_json="t.json", train_images="img", val_json="v.json", val_images="img")
     mm = detector_config(

@@ -17,7 +17,7 @@ from mfexp.augmenters import mosaicfusion as mf_augmenter
 from mfexp.fileio import encode_jpeg, read_rgb
 from mfexp.lvis import decode_rle, load_categories, select_categories
 from mfexp.mosaicfusion.models import load_pipeline
-from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
+from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicPlan
 
 
 def overrides(categories_file, *extra):
@@ -25,7 +25,7 @@ def overrides(categories_file, *extra):
         "generator/model=tiny_random",
         f"generator.categories={categories_file}",
         "synthetic.images_per_category=3",
-        "synthetic.num_objects=2",
+        "generator.num_objects=2",
         "generator.mask.min_area=0.02",
         "logger=none",
         "trainer.accelerator=cpu",
@@ -157,7 +157,7 @@ def test_one_and_two_processes_give_identical_files(tmp_path, categories_file):
 @pytest.mark.parametrize(
     "extra,msg",
     [
-        (["synthetic.num_objects=0"], "synthetic.num_objects=0 must be >= 1"),
+        (["generator.num_objects=0"], "generator.num_objects=0 must be a positive integer"),
         (["generator.region_size=[31,32]"], "not divisible"),
         (["synthetic.main_frequency=[x]"], "unknown frequency"),
         (["generator.attention.blocks=[left]"], "unknown block"),
@@ -201,8 +201,13 @@ def test_generator_dtype_is_the_pipelines(categories_file, extra, dtype):
 
 def _decode_generator(tiny_pipe, mode, n=4):
     extra = [] if mode is None else [f"++generator.decode={mode}"]
-    cfg = compose(["generator/model=tiny_random", f"synthetic.num_objects={n}", *extra])
+    cfg = compose(["generator/model=tiny_random", f"generator.num_objects={n}", *extra])
     return MosaicFusionGenerator(tiny_pipe, cfg.generator, cfg.synthetic)
+
+
+def decode(gen, latent, layout):
+    """One canvas latent through the generator's (batched) decode."""
+    return gen.decode([MosaicPlan(0, 0, layout, [], [])], [latent])[0]
 
 
 def _layout_and_latent(gen, seed=3):
@@ -210,7 +215,7 @@ def _layout_and_latent(gen, seed=3):
 
     g = gen.cfg
     layout = mosaic_layout(
-        int(gen.synthetic.num_objects), g.region_size, g.overlap, g.jitter, gen.stride, np.random.default_rng(seed)
+        int(gen.cfg.num_objects), g.region_size, g.overlap, g.jitter, gen.stride, np.random.default_rng(seed)
     )
     s = gen.stride
     latent = torch.randn((1, 4, layout.height // s, layout.width // s), generator=torch.Generator().manual_seed(seed))
@@ -233,7 +238,7 @@ def test_decode_default_is_the_canvas_and_unknown_mode_is_refused(tiny_pipe):
     with torch.no_grad():
         whole = vae.decode(latent / vae.config.scaling_factor).sample[0]
     expected = ((whole.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    assert np.array_equal(gen.decode(latent, layout), expected)
+    assert np.array_equal(decode(gen, latent, layout), expected)
     with pytest.raises(ValueError, match="generator.decode"):
         _decode_generator(tiny_pipe, "tiles")
 
@@ -243,7 +248,7 @@ def test_decode_by_regions_decodes_each_region_alone(tiny_pipe):
     so they do not depend on the other regions' content; a whole-canvas decode mixes every region's statistics."""
     regions, canvas = _decode_generator(tiny_pipe, "regions"), _decode_generator(tiny_pipe, "canvas")
     layout, latent = _layout_and_latent(regions)
-    image = regions.decode(latent, layout)
+    image = decode(regions, latent, layout)
     assert image.shape == (layout.height, layout.width, 3) and image.dtype == np.uint8
     vae, s = tiny_pipe.vae, regions.stride
     for r, reg in enumerate(layout.regions):
@@ -260,15 +265,15 @@ def test_decode_by_regions_decodes_each_region_alone(tiny_pipe):
     changed[:, :, q0.bottom : q3.bottom, q0.right : q3.right] *= 3.0
     changed[:, :, q0.bottom : q3.bottom, q0.right : q3.right] += 2.0
     own0 = _exclusive(layout, 0)
-    assert np.array_equal(regions.decode(changed, layout)[own0], image[own0])
-    assert not np.array_equal(canvas.decode(changed, layout)[own0], canvas.decode(latent, layout)[own0])
+    assert np.array_equal(decode(regions, changed, layout)[own0], image[own0])
+    assert not np.array_equal(decode(canvas, changed, layout)[own0], decode(canvas, latent, layout)[own0])
 
 
 def test_decode_by_regions_of_a_single_region_is_the_canvas_decode(tiny_pipe):
     regions, canvas = _decode_generator(tiny_pipe, "regions", n=1), _decode_generator(tiny_pipe, "canvas", n=1)
     layout, latent = _layout_and_latent(regions)
     assert len(layout.regions) == 1
-    assert np.array_equal(regions.decode(latent, layout), canvas.decode(latent, layout))
+    assert np.array_equal(decode(regions, latent, layout), decode(canvas, latent, layout))
 
 
 def test_run_seeds_plan_unrelated_mosaics(tiny_pipe, categories_file):

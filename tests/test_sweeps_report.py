@@ -89,10 +89,10 @@ def test_sweep_search_path_in_primary_config():
     """Once the lead adds sweeps/ to conf/config.yaml's hydra.searchpath, `+sweep=<name>` needs no extra override."""
     if not primary_has_searchpath():
         pytest.skip("conf/config.yaml has no hydra.searchpath yet (see the report's requested change)")
-    cfg = compose(["+sweep=num_objects", "synthetic.num_objects=2", "seed=1"])
+    cfg = compose(["+sweep=num_objects", "generator.num_objects=2", "seed=1"])
     assert cfg.logger.group == "num_objects"
     # the sweep's name is the sweep folder's, not part of each run folder's name
-    assert cfg.hydra.job.override_dirname == "seed=1,synthetic.num_objects=2"  # sorted by key
+    assert cfg.hydra.job.override_dirname == "generator.num_objects=2,seed=1"  # sorted by key
 
 
 def test_slurm_launcher_config():
@@ -192,10 +192,10 @@ def test_report_numeric_key_plots_metric_vs_key(tmp_path):
     sweep = tmp_path / "sweep"
     for n, aps in ((1, (14.0, 15.0)), (4, (15.0, 16.0)), (2, (13.0, 13.5))):
         for seed, apr in enumerate(aps):
-            fake_run(sweep, f"n{n}s{seed}", [f"synthetic.num_objects={n}", f"seed={seed}"], metrics(22.0, apr))
+            fake_run(sweep, f"n{n}s{seed}", [f"generator.num_objects={n}", f"seed={seed}"], metrics(22.0, apr))
     assert main([str(sweep)]) == 0
     out = sweep / "report"
-    assert (out / "APr_vs_synthetic.num_objects.png").is_file() and (out / "AP_vs_synthetic.num_objects.png").is_file()
+    assert (out / "APr_vs_generator.num_objects.png").is_file() and (out / "AP_vs_generator.num_objects.png").is_file()
     lines = (out / "summary.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2", "4"]  # numeric order
 
@@ -314,10 +314,10 @@ def test_report_figures_follow_config_order_and_show_every_seed(tmp_path):
                 run = fake_run(
                     sweep,
                     f"{aug}{n}s{seed}",
-                    [f"augmenter={aug}", f"synthetic.num_objects={n}", f"seed={seed}"],
+                    [f"augmenter={aug}", f"generator.num_objects={n}", f"seed={seed}"],
                     metrics(0.2, 0.1 + seed / 100),
                 )
-                write_sweep_params(run, {"augmenter": "none,mosaicfusion,cut_paste", "synthetic.num_objects": "4,1"})
+                write_sweep_params(run, {"augmenter": "none,mosaicfusion,cut_paste", "generator.num_objects": "4,1"})
     runs = load_runs(sweep)
     keys = swept_keys(runs)
     summary = summarise(runs, keys, runs.metrics)
@@ -330,9 +330,9 @@ def test_report_figures_follow_config_order_and_show_every_seed(tmp_path):
     assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)  # every run a dot
     plt.close(fig)
 
-    fig, name = figure(runs, summary, keys, "synthetic.num_objects", "APr")
+    fig, name = figure(runs, summary, keys, "generator.num_objects", "APr")
     ax = fig.axes[0]
-    assert name == "APr_vs_synthetic.num_objects.png" and list(ax.get_xticks()) == [1.0, 4.0]  # numbers ascend
+    assert name == "APr_vs_generator.num_objects.png" and list(ax.get_xticks()) == [1.0, 4.0]  # numbers ascend
     assert seeds_drawn(ax) == pytest.approx([10.0] * 6 + [11.0] * 6 + [12.0] * 6)
     plt.close(fig)
 
@@ -343,22 +343,22 @@ def test_report_paper_numbers_as_reference(tmp_path, capsys):
     sweep = tmp_path / "num_objects"
     for n in (1, 2, 4):
         for seed in (0, 1):
-            fake_run(sweep, f"n{n}s{seed}", [f"synthetic.num_objects={n}", f"seed={seed}"], metrics(0.2, 0.1 + n / 100))
+            fake_run(sweep, f"n{n}s{seed}", [f"generator.num_objects={n}", f"seed={seed}"], metrics(0.2, 0.1 + n / 100))
     paper = ROOT / "conf" / "paper" / "num_objects.yaml"
     assert main([str(sweep), "--out", str(tmp_path / "plain")]) == 0
     assert main([str(sweep), "--out", str(tmp_path / "paper"), "--paper", str(paper)]) == 0
     md = (tmp_path / "paper" / "summary.md").read_text()
-    assert "## Paper: MosaicFusion" in md and "| synthetic.num_objects | AP | APr |" in md
+    assert "## Paper: MosaicFusion" in md and "| generator.num_objects | AP | APr |" in md
     assert "| `1` | 22.4 | 14.0 |" in md and "| `4` | 23.1 | 15.2 |" in md
     assert "## Paper" not in (tmp_path / "plain" / "summary.md").read_text()
     for m in ("AP", "APr"):  # the plots gain the reference line
-        name = f"{m}_vs_synthetic.num_objects.png"
+        name = f"{m}_vs_generator.num_objects.png"
         assert (tmp_path / "paper" / name).read_bytes() != (tmp_path / "plain" / name).read_bytes()
 
     with pytest.raises(ReportError, match="gives numbers for augmenter, not a swept key"):
         report(sweep, tmp_path / "x", paper=ROOT / "conf" / "paper" / "augmenter.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("key: synthetic.num_objects\n")
+    bad.write_text("key: generator.num_objects\n")
     assert main([str(sweep), "--out", str(tmp_path / "y"), "--paper", str(bad)]) == 2
     assert capsys.readouterr().err.startswith(f"error: --paper {bad}: expected a YAML file with source, key and values")
 
@@ -404,7 +404,7 @@ def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, ca
     n_sweep, augmenters = tmp_path / "num_objects", tmp_path / "augmenters"
     for n in (1, 2):
         choices(
-            fake_run(n_sweep, f"n{n}", [f"synthetic.num_objects={n}", "seed=0"], metrics(0.20 + n / 100, 0.10)),
+            fake_run(n_sweep, f"n{n}", [f"generator.num_objects={n}", "seed=0"], metrics(0.20 + n / 100, 0.10)),
             "mosaicfusion",
         )
     for aug, ap in (("mosaicfusion", 0.30), ("none", 0.10)):
@@ -422,13 +422,13 @@ def test_report_joins_folders_and_fills_keys_a_run_did_not_override(tmp_path, ca
     # links are followed, a run reached twice counts once, and the N=4 run (no override) joins the N sweep
     out = report([n_sweep, linked, augmenters / "mosaicfusion"], tmp_path / "out")
     assert out["runs"] == 3
-    assert out["swept"] == ["synthetic.num_objects"]  # augmenter: mosaicfusion in every run once filled in
-    rows = {r["synthetic.num_objects"]: r for r in out["rows"]}
+    assert out["swept"] == ["generator.num_objects"]  # augmenter: mosaicfusion in every run once filled in
+    rows = {r["generator.num_objects"]: r for r in out["rows"]}
     assert list(rows) == ["1", "2", "4"] and rows["4"]["AP_mean"] == pytest.approx(30.0)
     assert rows["1"]["AP_mean"] == pytest.approx(21.0)
-    assert (tmp_path / "out" / "APr_vs_synthetic.num_objects.png").is_file()
+    assert (tmp_path / "out" / "APr_vs_generator.num_objects.png").is_file()
     out = report([n_sweep, augmenters], tmp_path / "out2")
-    assert sorted(out["swept"]) == ["augmenter", "synthetic.num_objects"] and len(out["rows"]) == 4
+    assert sorted(out["swept"]) == ["augmenter", "generator.num_objects"] and len(out["rows"]) == 4
     assert main([str(n_sweep), str(augmenters)]) == 2  # several folders: --out is required
     assert "--out" in capsys.readouterr().err
 
@@ -549,30 +549,30 @@ def test_report_baseline_on_some_keys_matches_the_others(tmp_path):
             fake_run(
                 sweep,
                 f"{aug}{n}s{seed}",
-                [f"augmenter={aug}", f"synthetic.num_objects={n}", f"seed={seed}"],
+                [f"augmenter={aug}", f"generator.num_objects={n}", f"seed={seed}"],
                 metrics(value + seed / 100, value),
             )
     # N=4 names two baseline groups: each row is compared with the one of its own augmenter
-    out = report(sweep, tmp_path / "a", baseline=["synthetic.num_objects=4"])
-    rows = {(r["augmenter"], r["synthetic.num_objects"]): r for r in out["rows"]}
-    assert rows[("mf", "2")]["baseline"] == "augmenter=mf,synthetic.num_objects=4"
+    out = report(sweep, tmp_path / "a", baseline=["generator.num_objects=4"])
+    rows = {(r["augmenter"], r["generator.num_objects"]): r for r in out["rows"]}
+    assert rows[("mf", "2")]["baseline"] == "augmenter=mf,generator.num_objects=4"
     assert rows[("mf", "2")]["AP_delta"] == pytest.approx(3.0)
     assert rows[("none", "2")]["AP_delta"] == pytest.approx(2.0)
     assert rows[("mf", "4")]["baseline"] == rows[("none", "4")]["baseline"] == "(this row)"
     # two keys, as one comma-separated value or a repeated option: one baseline for all
     for args in (
-        ["--baseline", "augmenter=none,synthetic.num_objects=4"],
-        ["--baseline", "augmenter=none", "--baseline", "synthetic.num_objects=4"],
+        ["--baseline", "augmenter=none,generator.num_objects=4"],
+        ["--baseline", "augmenter=none", "--baseline", "generator.num_objects=4"],
     ):
         assert main([str(sweep), "--out", str(tmp_path / "b"), *args]) == 0
-        table = {(r["augmenter"], r["synthetic.num_objects"]): r for r in read_csv(tmp_path / "b" / "summary.csv")}
+        table = {(r["augmenter"], r["generator.num_objects"]): r for r in read_csv(tmp_path / "b" / "summary.csv")}
         assert float(table[("mf", "4")]["AP_delta"]) == pytest.approx(10.0)
         assert float(table[("mf", "2")]["AP_delta"]) == pytest.approx(13.0)
         assert float(table[("mf", "2")]["AP_ci_low"]) == pytest.approx(float(table[("mf", "2")]["AP_delta"]))  # sd 0
     # a row without a baseline of its own setting is an error, not a silent pick
-    fake_run(sweep, "cp2s0", ["augmenter=cp", "synthetic.num_objects=2", "seed=0"], metrics(0.1, 0.1))
-    with pytest.raises(ReportError, match="no baseline for the row augmenter=cp,synthetic.num_objects=2"):
-        report(sweep, tmp_path / "c", baseline="synthetic.num_objects=4")
+    fake_run(sweep, "cp2s0", ["augmenter=cp", "generator.num_objects=2", "seed=0"], metrics(0.1, 0.1))
+    with pytest.raises(ReportError, match="no baseline for the row augmenter=cp,generator.num_objects=2"):
+        report(sweep, tmp_path / "c", baseline="generator.num_objects=4")
     assert parse_baseline("generator.attention.resolutions=[8,4],augmenter=none") == {
         "generator.attention.resolutions": "[8,4]",
         "augmenter": "none",

@@ -2,8 +2,9 @@
 
 What it makes is ``cfg.synthetic``'s, as for MosaicFusion. Synthetic image ``i`` is planned and seeded from
 ``image_seed(seed, i)`` alone (like a MosaicFusion mosaic): its *main* category is ``main[i // images_per_category]``
-(the main categories of ``synthetic.main_frequency``), the other ``num_objects - 1`` objects come from categories of
-``synthetic.mixed_frequency`` that have instances. Each object is a real instance mask cut from a training image,
+(the main categories of ``synthetic.main_frequency``), the other ``generator.num_objects - 1`` objects come from
+categories of ``synthetic.mixed_frequency`` that have instances.
+Each object is a real instance mask cut from a training image,
 randomly scaled and flipped, and alpha-blended (Gaussian-blurred mask as alpha) at a random place onto another training
 image. Pasted objects occlude what lies underneath: the masks of the instances below lose the covered pixels, and
 instances left too small are dropped. The output has the pasted objects and the background's remaining real instances,
@@ -26,7 +27,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mfexp.augmenters import image_seed
 from mfexp.config import CutPasteConfig, SyntheticConfig
 from mfexp.data import prepare_dataset
 from mfexp.draw import montage, overlay
@@ -41,6 +41,7 @@ from mfexp.lvis import (
     select_categories,
 )
 from mfexp.runpaths import RunPaths
+from mfexp.synthetic import check_num_objects, image_seed, objects_per_image
 from mfexp.tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
@@ -232,10 +233,12 @@ def plan_image(
     data: SourceData,
     opts: CutPasteConfig,
     synthetic: SyntheticConfig,
+    num_objects,
     seed: int,
 ) -> tuple[Plan, np.random.Generator]:
     """What image `index` pastes where (deterministic from image_seed(seed, index)); the rng continues into the paste.
-    `synthetic` gives images_per_category (which main category) and num_objects (how many objects, main included)."""
+    `synthetic` gives images_per_category (which main category); `num_objects` (`generator.num_objects`: a count or a
+    list of counts) how many objects, main included."""
     rng = np.random.default_rng(image_seed(seed, index))
     cat = main[index // synthetic.images_per_category]
     pool = data.by_category.get(cat["id"], [])
@@ -248,7 +251,7 @@ def plan_image(
             f"no source instance of main category {cat['name']!r} (none with area >= {opts.min_source_area})",
         ), rng
     sources = [pool[int(rng.integers(len(pool)))]]
-    for _ in range(synthetic.num_objects - 1):
+    for _ in range(objects_per_image(num_objects, seed, index) - 1):
         cid = mixed_ids[int(rng.integers(len(mixed_ids)))]
         choices = data.by_category[cid]
         sources.append(choices[int(rng.integers(len(choices)))])
@@ -303,7 +306,8 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         )
     mixed = select_categories(data.categories, syn.mixed_frequency, "synthetic.mixed_frequency")
     mixed_ids = [c["id"] for c in mixed if data.by_category.get(c["id"])]
-    if syn.num_objects > 1 and not mixed_ids:
+    num_objects = OmegaConf.to_container(cfg.generator, resolve=True)["num_objects"]
+    if max(check_num_objects(num_objects)) > 1 and not mixed_ids:
         raise ValueError(
             f"synthetic.mixed_frequency={list(syn.mixed_frequency)}: no instance (area >= "
             f"{opts.min_source_area} px) of the selected categories in the train set"
@@ -319,17 +323,17 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         shutil.rmtree(out)
     seed = int(cfg.seed)
     log.info(
-        "Cut-and-Paste: %d images (%d main categories x %d, %d object(s) each)",
+        "Cut-and-Paste: %d images (%d main categories x %d, %s object(s) each)",
         total,
         len(main),
         syn.images_per_category,
-        syn.num_objects,
+        num_objects,
     )
     images, annotations, reasons, shown = [], [], Counter(), []
     names = {c["id"]: c["name"] for c in data.categories}
     counts, missing = Counter(), set()
     for i in tqdm(range(total), desc="cut_paste", unit="img", leave=False):
-        plan, rng = plan_image(i, main, mixed_ids, data, opts, syn, seed)
+        plan, rng = plan_image(i, main, mixed_ids, data, opts, syn, num_objects, seed)
         if plan.reason:
             reasons["no source instance of the main category"] += 1
             if plan.main["name"] not in missing:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from mfexp.augmenters import IMAGE_SEEDS
 from mfexp.callbacks import StopOnSigterm
 from mfexp.data import config_hash, prepare_dataset
 from mfexp.devices import trainer_args
@@ -36,6 +36,7 @@ from mfexp.lvis import (
 from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, set_scheduler
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
 from mfexp.runpaths import RunPaths
+from mfexp.synthetic import IMAGE_SEEDS
 from mfexp.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -78,16 +79,28 @@ class PartWriter(BasePredictionWriter):
             write_part(self.out, result, self.jpeg_quality)
 
 
-class MosaicIndices(pl.LightningDataModule):
-    """The pending mosaic indices, sharded by rank (i % world_size == rank): no padding, no duplicates."""
+def batches(total: int, batch_size: int, done: set[int]) -> list[list[int]]:
+    """The mosaic batches still to make: fixed runs of `batch_size` consecutive indices (a mosaic is always denoised
+    beside the same others, whatever the sharding or a resume), each pending while any of its mosaics is not done."""
+    chunks = [list(range(i, min(i + batch_size, total))) for i in range(0, total, batch_size)]
+    return [c for c in chunks if not done.issuperset(c)]
 
-    def __init__(self, pending: list[int], batch_size: int):
+
+def _one(items: list):
+    return items[0]
+
+
+class MosaicIndices(pl.LightningDataModule):
+    """The pending batches of mosaic indices, sharded by rank (batch k on rank k % world_size): no padding, no
+    duplicates."""
+
+    def __init__(self, pending: list[list[int]]):
         super().__init__()
-        self.pending, self.batch_size = pending, batch_size
+        self.pending = pending
 
     def predict_dataloader(self):
         shard = self.pending[self.trainer.global_rank :: self.trainer.world_size]
-        return DataLoader(shard, batch_size=self.batch_size, collate_fn=list, shuffle=False)
+        return DataLoader(shard, batch_size=1, collate_fn=_one, shuffle=False)
 
 
 class MosaicFusionModule(pl.LightningModule):
@@ -148,16 +161,17 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         raise ValueError(f"{out} holds mosaics of another configuration; remove it or use another run folder")
     parts.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(stamp)
-    done = {int(p.stem) for p in parts.glob("*.json")}
-    pending = [i for i in range(total) if i not in done]
+    done = {int(p.stem) for p in parts.glob("*.json") if p.stem.isdigit()}
+    pending = batches(total, int(gcfg.batch_size), done)
+    todo = sum(len(b) for b in pending)
     log.info(
-        "MosaicFusion: %d mosaics (%d main categories x %d, N=%d), %d already done, %d to make",
+        "MosaicFusion: %d mosaics (%d main categories x %d, N=%s), %d already done, %d to make",
         total,
         len(main),
         scfg.images_per_category,
-        scfg.num_objects,
-        total - len(pending),
-        len(pending),
+        OmegaConf.to_container(gcfg, resolve=True)["num_objects"],
+        total - todo,
+        todo,
     )
     if pending:
         trainer = pl.Trainer(
@@ -168,7 +182,7 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         )
         trainer.predict(
             MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
-            datamodule=MosaicIndices(pending, int(gcfg.batch_size)),
+            datamodule=MosaicIndices(pending),
             return_predictions=False,
         )
         trainer.strategy.barrier()

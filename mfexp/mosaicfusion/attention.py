@@ -1,7 +1,8 @@
 """Cross-attention capture through diffusers' attention-processor API.
 
 `capture_cross_attention(unet, store, ...)` installs `CrossAttentionCapture` on the selected `attn2` layers (by block
-and resolution) and restores the original processors on exit. Every other layer keeps its processor (fused SDPA).
+and resolution) and restores the original processors on exit. Every layer's output comes from the fused kernel
+(SDPA); a capturing layer also computes its object token's column of the attention probabilities.
 The store sums, in place and in fp32, the object token's attention of each region under explicit keys
 (resolution -> region id), and counts the layers and steps it saw: memory O(regions x H x W).
 """
@@ -13,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 BLOCKS = ("down", "mid", "up")
 
@@ -29,7 +31,7 @@ class CaptureCall:
 
 @dataclass
 class AttentionStore:
-    """Object-token cross-attention summed over heads, layers and the step window, per resolution and region."""
+    """Object-token attention summed over heads, layers and the step window, per resolution and region."""
 
     step_window: tuple[int, int | None] = (0, None)
     sums: dict = field(default_factory=dict)  # resolution -> {region id: (h, w) fp32 tensor}
@@ -41,17 +43,13 @@ class AttentionStore:
         start, end = self.step_window
         return self.call is not None and self.call.step >= start and (end is None or self.call.step < end)
 
-    def add(self, name: str, resolution: int, probs: torch.Tensor, heads: int) -> None:
-        """probs: (batch*heads, seq, tokens) of one layer; batch = [unconditional..., conditional...]."""
+    def add(self, name: str, resolution: int, maps: torch.Tensor) -> None:
+        """maps: (regions, seq) of one layer, in `call.region_ids` order: the object token's attention probability
+        of each query (normalised over all keys), summed over heads. Summed in place, in fp32."""
         call = self.call
-        assert call is not None, "AttentionStore.add outside a UNet call"  # active() is checked first
-        n = len(call.region_ids)
-        batch = probs.shape[0] // heads
-        cond = probs.view(batch, heads, probs.shape[1], probs.shape[2])[batch - n :]
-        token = torch.as_tensor(call.token_index, device=probs.device)
-        picked = cond[torch.arange(n, device=probs.device), :, :, token]  # (n, heads, seq)
-        hl, wl = _map_shape(call.latent_hw, probs.shape[1])
-        maps = picked.float().sum(1).view(n, hl, wl)
+        assert call is not None, "AttentionStore.add outside a denoiser call"  # active() is checked first
+        hl, wl = _map_shape(call.latent_hw, maps.shape[1])
+        maps = maps.float().view(len(call.region_ids), hl, wl)
         bucket = self.sums.setdefault(resolution, {})
         for region, m in zip(call.region_ids, maps):
             if region in bucket:
@@ -74,6 +72,17 @@ class AttentionStore:
         return sum(t.numel() * t.element_size() for b in self.sums.values() for t in b.values())
 
 
+def token_attention(query: torch.Tensor, key: torch.Tensor, token_index, scale: float) -> torch.Tensor:
+    """The attention probability of one key per row (`token_index[i]` for row i), normalised over all keys and summed
+    over heads, in fp32: query (n, heads, seq, d), key (n, heads, keys, d) -> (n, seq). Only the selected key's
+    column is kept; the layer's output is left to the fused kernel."""
+    n = query.shape[0]
+    logits = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
+    token = torch.as_tensor(token_index, device=query.device)
+    picked = logits[torch.arange(n, device=query.device), :, :, token]  # (n, heads, seq)
+    return (picked - logits.logsumexp(-1)).exp().sum(1)
+
+
 def _map_shape(latent_hw, seq_len: int) -> tuple[int, int]:
     """Spatial shape of a layer's map: the latent shape halved (ceil, as strided convs do) until it fits."""
     h, w = latent_hw
@@ -85,10 +94,18 @@ def _map_shape(latent_hw, seq_len: int) -> tuple[int, int]:
 
 
 class CrossAttentionCapture:
-    """AttnProcessor for one `attn2` layer: the standard (non-fused) computation, plus capture of the object token."""
+    """AttnProcessor for one `attn2` layer: the output from `scaled_dot_product_attention` (fused), plus, while the
+    store is active, the object token's attention of the conditional rows (the last `len(call.region_ids)` rows)."""
 
     def __init__(self, store, name: str, resolution: int):
         self.store, self.name, self.resolution = store, name, resolution
+
+    @torch.compiler.disable
+    def capture(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
+        store = self.store
+        if store.active():
+            n = len(store.call.region_ids)
+            store.add(self.name, self.resolution, token_attention(query[-n:], key[-n:], store.call.token_index, scale))
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *a, **kw):
         residual = hidden_states
@@ -99,7 +116,9 @@ class CrossAttentionCapture:
         batch_size, sequence_length, _ = (
             hidden_states if encoder_hidden_states is None else encoder_hidden_states
         ).shape
-        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         query = attn.to_q(hidden_states)
@@ -107,12 +126,12 @@ class CrossAttentionCapture:
             encoder_hidden_states = hidden_states
         elif attn.norm_cross:
             encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
-        value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
-        probs = attn.get_attention_scores(attn.head_to_batch_dim(query), key, attention_mask)
-        if self.store.active():
-            self.store.add(self.name, self.resolution, probs, attn.heads)
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
+        key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
+        head_dim = key.shape[-1] // attn.heads
+        query, key, value = (x.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        self.capture(query, key, attn.scale)
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=attn.scale)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:
             hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
@@ -157,29 +176,31 @@ def selected_layers(unet, vae_stride: int, resolutions, blocks) -> dict[str, int
 
 
 @contextlib.contextmanager
+def installed(model, processors: dict):
+    """Install `processors` (name -> processor) on `model`'s attention layers, the others unchanged; restore the
+    original processors on exit."""
+    original = dict(model.attn_processors)
+    model.set_attn_processor({name: processors.get(name, proc) for name, proc in original.items()})
+    try:
+        yield model
+    finally:
+        model.set_attn_processor(dict(original))
+
+
 def capture_cross_attention(unet, store, layers: dict[str, int], processor=CrossAttentionCapture):
     """Install `processor(store, name, resolution)` on `layers`; restore the original processors on exit."""
-    original = dict(unet.attn_processors)
-    replaced = {
-        name: (processor(store, name, layers[name]) if name in layers else proc) for name, proc in original.items()
-    }
-    unet.set_attn_processor(replaced)
-    try:
-        yield store
-    finally:
-        unet.set_attn_processor(dict(original))
+    return installed(unet, {name: processor(store, name, res) for name, res in layers.items()})
 
 
 class NaiveStore(AttentionStore):
-    """The public code's way, for benchmarks: keep every cross-attention map (all tokens, heads) of every step."""
+    """For benchmarks: keep every captured map (each layer, each step) instead of summing them in place."""
 
     def __init__(self):
         super().__init__()
         self.kept: list[torch.Tensor] = []
 
-    def add(self, name, resolution, probs, heads):
-        batch = probs.shape[0] // heads
-        self.kept.append(probs.view(batch, heads, *probs.shape[1:])[batch // 2 :].detach().clone())
+    def add(self, name, resolution, maps):
+        self.kept.append(maps.detach().float().clone())
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.kept)

@@ -43,10 +43,10 @@ def grid_shape(
     if grid is not None:
         rows, cols = (int(g) for g in grid)
         if rows < 1 or cols < 1 or rows * cols != num_objects:
-            raise ValueError(f"generator.grid={list(grid)} does not hold synthetic.num_objects={num_objects} regions")
+            raise ValueError(f"generator.grid={list(grid)} does not hold generator.num_objects={num_objects} regions")
         return rows, cols
     if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
-        raise ValueError(f"synthetic.num_objects must be a positive integer, got {num_objects!r}")
+        raise ValueError(f"generator.num_objects must be a positive integer, got {num_objects!r}")
     if num_objects == 2:
         horizontal = True if rng is None else bool(rng.integers(2))
         return (1, 2) if horizontal else (2, 1)
@@ -77,33 +77,52 @@ def check_sizes(region_size, overlap, stride: int) -> None:
             )
 
 
-def _boundaries(n: int, size: int, jitter, stride: int, rng: np.random.Generator) -> list[int]:
-    """Interior cut lines of n cells of `size`: each at (k - 1 + ratio) x size, ratio ~ U(jitter), stride-aligned."""
+def check_jitter(jitter, levels) -> None:
+    """`jitter`: a ratio range 0 < low <= high; `levels`: None (continuous) or a count >= 1 of evenly spaced ratios."""
     lo, hi = jitter
+    if not 0 < lo <= hi:
+        raise ValueError(f"generator.jitter={list(jitter)} must be a range 0 < low <= high")
+    if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int) or levels < 1):
+        raise ValueError(f"generator.jitter_levels={levels!r} must be null (continuous) or an integer >= 1")
+
+
+def jitter_ratio(jitter, levels: int | None, rng: np.random.Generator) -> float:
+    """A cut line's ratio: uniform over the range, or one of `levels` evenly spaced ratios (1 level: the middle), so
+    that regions of different mosaics share shapes (and one denoiser call)."""
+    lo, hi = jitter
+    if hi == lo:
+        return lo
+    if levels is None:
+        return rng.uniform(lo, hi)
+    if levels == 1:
+        return (lo + hi) / 2
+    return lo + (hi - lo) * int(rng.integers(levels)) / (levels - 1)
+
+
+def _boundaries(n: int, size: int, jitter, stride: int, rng: np.random.Generator, levels=None) -> list[int]:
+    """Interior cut lines of n cells of `size`: each at (k - 1 + ratio) x size (`jitter_ratio`), stride-aligned."""
     cuts = []
     for k in range(1, n):
-        ratio = rng.uniform(lo, hi) if hi > lo else lo
+        ratio = jitter_ratio(jitter, levels, rng)
         cut = int(round((k - 1 + ratio) * size / stride)) * stride
         cuts.append(min(max(cut, stride), n * size - stride))
     return cuts
 
 
 def mosaic_layout(
-    num_objects: int, region_size, overlap, jitter, stride: int, rng: np.random.Generator, grid=None
+    num_objects: int, region_size, overlap, jitter, stride: int, rng: np.random.Generator, grid=None, jitter_levels=None
 ) -> MosaicLayout:
     """Split a (rows*h) x (cols*w) canvas into rows x cols regions around jittered cut lines.
 
     Each region reaches half the overlap past every interior cut line, so neighbours share `overlap` pixels.
     """
     check_sizes(region_size, overlap, stride)
-    lo, hi = jitter
-    if not 0 < lo <= hi:
-        raise ValueError(f"generator.jitter={list(jitter)} must be a range 0 < low <= high")
+    check_jitter(jitter, jitter_levels)
     rows, cols = grid_shape(num_objects, rng, grid)
     (h, w), (oh, ow) = region_size, overlap
     height, width = rows * h, cols * w
-    ys = [0, *_boundaries(rows, h, jitter, stride, rng), height]
-    xs = [0, *_boundaries(cols, w, jitter, stride, rng), width]
+    ys = [0, *_boundaries(rows, h, jitter, stride, rng, jitter_levels), height]
+    xs = [0, *_boundaries(cols, w, jitter, stride, rng, jitter_levels), width]
     regions = []
     for r in range(rows):
         top = max(ys[r] - oh // 2, 0) if r else 0

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mfexp.augmenters import image_seed
+from mfexp.synthetic import image_seed, objects_per_image
 
-from .attention import AttentionStore, CaptureCall, capture_cross_attention, selected_layers
+from .attention import AttentionStore, CaptureCall
+from .families import make_family
 from .layout import MosaicLayout, gaussian_weights, mosaic_layout
 from .masks import MaskError, expand_to_canvas, region_mask
-from .prompts import PromptError, display_name, object_token_index, region_prompt
+from .prompts import PromptError, display_name, region_prompt
 
 
 @dataclass
@@ -43,44 +44,50 @@ class MosaicResult:
 
 
 def plan_mosaic(
-    index: int, gcfg, scfg, main_categories: list, mixed_categories: list, tokenizer, stride: int, seed: int
+    index: int, gcfg, scfg, main_categories: list, mixed_categories: list, token_index, align: int, seed: int
 ) -> MosaicPlan:
     """Main category = index // images_per_category; N-1 mixed ones drawn uniformly; order and layout random.
-    `gcfg`: the generator's config; `scfg`: the synthetic set's (N = num_objects, images_per_category)."""
+    `gcfg`: the generator's config (N = num_objects); `scfg`: the synthetic set's (images_per_category);
+    `token_index(prompt, name)`: the object token's position; `align`: region coordinates' multiple (pixels)."""
     mosaic_seed = image_seed(seed, index)
     rng = np.random.default_rng(mosaic_seed)
-    n = scfg.num_objects
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"synthetic.num_objects must be a positive integer, got {n!r}")
+    n = objects_per_image(gcfg.num_objects, seed, index)
     main = main_categories[index // int(scfg.images_per_category)]
     mixed = [mixed_categories[i] for i in rng.integers(len(mixed_categories), size=n - 1)]
     cats = [main, *mixed]
     order = rng.permutation(n)
     cats = [cats[i] for i in order]
-    layout = mosaic_layout(n, gcfg.region_size, gcfg.overlap, gcfg.jitter, stride, rng, gcfg.grid)
+    layout = mosaic_layout(
+        n, gcfg.region_size, gcfg.overlap, gcfg.jitter, align, rng, gcfg.grid, gcfg.get("jitter_levels")
+    )
     prompts = [region_prompt(gcfg.prompt, c) for c in cats]
     plan = MosaicPlan(index, mosaic_seed, layout, cats, prompts)
     try:
-        plan.token_index = [object_token_index(tokenizer, p, display_name(c)) for p, c in zip(prompts, cats)]
+        plan.token_index = [token_index(p, display_name(c)) for p, c in zip(prompts, cats)]
     except PromptError as e:
         plan.reason = f"prompt: {e}"
     return plan
 
 
 DECODE_MODES = ("canvas", "regions")
+DECODE_PIXELS = 2**21  # image pixels per VAE decode call (a batch of canvases or regions is split to stay below)
 
 
 class MosaicFusionGenerator:
-    """Runs MosaicFusion on batches of planned mosaics with one shared UNet (`gcfg`: cfg.generator; `scfg`:
-    cfg.synthetic, what to make: N = num_objects regions per mosaic, images_per_category)."""
+    """Runs MosaicFusion on batches of planned mosaics with one shared denoiser (`gcfg`: cfg.generator, N =
+    num_objects regions per mosaic; `scfg`: cfg.synthetic, what to make: images_per_category, ...). What differs
+    between model families (SD 1.x, SDXL, SD3, FLUX) is behind `self.family` (mfexp/mosaicfusion/families/).
+
+    A batch of mosaics is denoised together: the region crops of every mosaic are grouped by shape, one denoiser
+    call per shape and step (`generator.jitter_levels` makes regions of different mosaics share shapes); mosaics of
+    one canvas shape share one scheduler step on their stacked latents."""
 
     def __init__(self, pipe, gcfg, scfg):
         self.pipe, self.cfg, self.synthetic = pipe, gcfg, scfg
         pipe.set_progress_bar_config(disable=True)
-        self.stride = pipe.vae_scale_factor
-        att = gcfg.attention
-        self.layers = selected_layers(pipe.unet, self.stride, list(att.resolutions), list(att.blocks))
-        start, end = att.steps
+        self.family = make_family(pipe, gcfg)
+        self.stride = self.family.stride
+        start, end = gcfg.attention.steps
         steps = int(gcfg.num_inference_steps)
         if not (0 <= int(start) < (steps if end is None else min(int(end), steps + 1))):
             raise ValueError(f"generator.attention.steps={[start, end]} selects no step of {steps}")
@@ -91,20 +98,15 @@ class MosaicFusionGenerator:
 
     def plan(self, index, main_categories, mixed_categories, seed) -> MosaicPlan:
         return plan_mosaic(
-            index, self.cfg, self.synthetic, main_categories, mixed_categories, self.pipe.tokenizer, self.stride, seed
+            index,
+            self.cfg,
+            self.synthetic,
+            main_categories,
+            mixed_categories,
+            self.family.token_index,
+            self.family.align,
+            seed,
         )
-
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        tok = self.pipe.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.pipe.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        enc = self.pipe.text_encoder
-        return enc(tok.input_ids.to(enc.device))[0]
 
     @torch.no_grad()
     def __call__(self, plans: list[MosaicPlan], store: AttentionStore | None = None) -> list[MosaicResult]:
@@ -112,11 +114,11 @@ class MosaicFusionGenerator:
         active = [p for p in plans if p.reason is None]
         if active:
             store = store if store is not None else AttentionStore(self.window)
-            with capture_cross_attention(self.pipe.unet, store, self.layers):
+            with self.family.capture(store):
                 latents = self.denoise(active, store)
-            for plan, lat in zip(active, latents):
+            for plan, image in zip(active, self.decode(active, latents)):
                 res = results[plan.index]
-                res.image = self.decode(lat, plan.layout)
+                res.image = image
                 try:
                     res.masks = [self.mask(res.image, plan, r, store) for r in range(len(plan.layout.regions))]
                 except MaskError as e:
@@ -134,82 +136,108 @@ class MosaicFusionGenerator:
         return expand_to_canvas(m, region, plan.layout.height, plan.layout.width)
 
     def denoise(self, plans: list[MosaicPlan], store: AttentionStore) -> list[torch.Tensor]:
-        pipe, unet = self.pipe, self.pipe.unet
-        device, dtype = unet.device, unet.dtype
-        s = self.stride
-        cond = self.encode([p for plan in plans for p in plan.prompts]).to(dtype)
-        uncond = self.encode([self.cfg.negative_prompt]).to(dtype)
-        first = {}  # mosaic position -> offset of its regions in `cond`
-        offset = 0
+        """The canvas latent of each plan (1, C, h, w) after all steps.
+
+        1. Encode every region's prompt and the negative prompt.
+        2. Group the mosaics by canvas shape: each group's initial noise (from each plan's seed) is stacked under one
+           scheduler. Group the regions of all mosaics by latent shape (buckets).
+        3. Each step: one denoiser call per bucket on its crops; each prediction is added into its canvas with the
+           region's Gaussian weight; then one scheduler step per canvas group on the weighted average.
+        """
+        fam, s = self.family, self.stride
+        cond = fam.encode([p for plan in plans for p in plan.prompts])
+        uncond = fam.encode([self.cfg.negative_prompt])
+        first = np.cumsum([0] + [len(plan.prompts) for plan in plans])  # mosaic -> its first row in `cond`
+        steps = int(self.cfg.num_inference_steps)
+        nominal = tuple(int(v) // s for v in self.cfg.region_size)
+
+        canvases = defaultdict(list)  # latent canvas shape -> mosaics (positions in `plans`)
         for m, plan in enumerate(plans):
-            first[m] = offset
-            offset += len(plan.prompts)
-        schedulers, latents = [], []
-        for plan in plans:
-            sched = copy.deepcopy(pipe.scheduler)
-            sched.set_timesteps(int(self.cfg.num_inference_steps), device=device)
-            schedulers.append(sched)
-            gen = torch.Generator("cpu").manual_seed(plan.seed)
-            shape = (1, unet.config.in_channels, plan.layout.height // s, plan.layout.width // s)
-            latents.append((torch.randn(shape, generator=gen) * sched.init_noise_sigma).to(device, dtype))
-        groups = defaultdict(list)  # latent region shape -> [(mosaic, region)], one UNet call per shape
+            canvases[(plan.layout.height // s, plan.layout.width // s)].append(m)
+        where = {m: (hw, j) for hw, ms in canvases.items() for j, m in enumerate(ms)}
+        schedulers, latents = {}, {}
+        for hw, ms in canvases.items():
+            sched = copy.deepcopy(self.pipe.scheduler)
+            fam.set_timesteps(sched, steps, nominal)
+            noise = torch.cat([fam.initial_noise(hw, plans[m].seed) for m in ms])
+            schedulers[hw], latents[hw] = sched, (noise * sched.init_noise_sigma).to(fam.device, fam.dtype)
+
+        buckets = defaultdict(list)  # latent region shape -> [(mosaic, region)], one denoiser call per step
         for m, plan in enumerate(plans):
             for r, reg in enumerate(plan.layout.regions):
-                groups[(reg.height // s, reg.width // s)].append((m, r))
+                buckets[(reg.height // s, reg.width // s)].append((m, r))
         weights = {
-            hw: torch.from_numpy(gaussian_weights(*hw, float(self.cfg.blend_sigma))).to(device, dtype) for hw in groups
+            hw: torch.from_numpy(gaussian_weights(*hw, float(self.cfg.blend_sigma))).to(fam.device, fam.dtype)
+            for hw in buckets
         }
-        g = float(self.cfg.guidance_scale)
-        for step, t in enumerate(schedulers[0].timesteps):
-            model_in = [sched.scale_model_input(lat, t) for sched, lat in zip(schedulers, latents)]
-            eps = [torch.zeros_like(lat) for lat in latents]
-            wsum = [torch.zeros_like(lat[:, :1]) for lat in latents]
-            for hw, members in groups.items():
-                regs = [plans[m].layout.regions[r].latent(s) for m, r in members]
+        timesteps = next(iter(schedulers.values())).timesteps
+        for step, t in enumerate(timesteps):
+            model_in = {hw: schedulers[hw].scale_model_input(lat, t) for hw, lat in latents.items()}
+            eps = {hw: torch.zeros_like(lat) for hw, lat in latents.items()}
+            wsum = {hw: torch.zeros_like(lat[:, :1]) for hw, lat in latents.items()}
+            for shape, members in buckets.items():
+                boxes = [plans[m].layout.regions[r].latent(s) for m, r in members]
                 crops = torch.cat(
-                    [model_in[m][:, :, q.top : q.bottom, q.left : q.right] for (m, _), q in zip(members, regs)]
+                    [
+                        model_in[where[m][0]][where[m][1] : where[m][1] + 1, :, q.top : q.bottom, q.left : q.right]
+                        for (m, _), q in zip(members, boxes)
+                    ]
                 )
-                enc = torch.cat([uncond.expand(len(members), -1, -1), cond[[first[m] + r for m, r in members]]])
+                rows = [int(first[m]) + r for m, r in members]
                 store.call = CaptureCall(
-                    [(plans[m].index, r) for m, r in members], [plans[m].token_index[r] for m, r in members], hw, step
+                    [(plans[m].index, r) for m, r in members],
+                    [plans[m].token_index[r] for m, r in members],
+                    shape,
+                    step,
                 )
-                out = unet(torch.cat([crops, crops]), t, encoder_hidden_states=enc).sample
-                e_u, e_c = out.chunk(2)
-                e = e_u + g * (e_c - e_u)
-                w = weights[hw]
-                for k, ((m, _), q) in enumerate(zip(members, regs)):
-                    eps[m][:, :, q.top : q.bottom, q.left : q.right] += e[k] * w
-                    wsum[m][:, :, q.top : q.bottom, q.left : q.right] += w
+                e = fam.predict(crops, t, {k: v[rows] for k, v in cond.items()}, uncond, boxes)
+                w = weights[shape]
+                for k, ((m, _), q) in enumerate(zip(members, boxes)):
+                    hw, j = where[m]
+                    eps[hw][j, :, q.top : q.bottom, q.left : q.right] += e[k] * w
+                    wsum[hw][j, :, q.top : q.bottom, q.left : q.right] += w
             store.call = None
-            latents = [
-                sched.step(e / w, t, lat).prev_sample for sched, e, w, lat in zip(schedulers, eps, wsum, latents)
-            ]
-        return latents
+            latents = {hw: schedulers[hw].step(eps[hw] / wsum[hw], t, lat).prev_sample for hw, lat in latents.items()}
+        return [latents[where[m][0]][where[m][1] : where[m][1] + 1] for m in range(len(plans))]
 
     @torch.no_grad()
-    def decode(self, latent: torch.Tensor, layout: MosaicLayout | None = None) -> np.ndarray:
-        """The canvas latent -> (H, W, 3) uint8 image.
+    def decode(self, plans: list[MosaicPlan], latents: list[torch.Tensor]) -> list[np.ndarray]:
+        """Canvas latents -> (H, W, 3) uint8 images, in batched VAE calls.
 
-        `generator.decode=canvas` (the public code's way) decodes the whole canvas in one VAE call. `regions` decodes
-        each region's latent crop on its own and blends the decoded regions with the same Gaussian weights as the
-        noise predictions (a tiled decode): the VAE decoder's GroupNorm then normalises each region by its own
-        statistics, as for a single image, instead of by the whole canvas's. The toy VAE (trained on single-object
-        crops) shifts hues on multi-object canvases (red -> orange/yellow, cyan -> blue; benchmarks/toy_quality.py).
+        `generator.decode=canvas` (the public code's way) decodes each whole canvas. `regions` decodes each region's
+        latent crop on its own and blends the decoded regions with the same Gaussian weights as the noise
+        predictions (a tiled decode): the VAE decoder's GroupNorm then normalises each region by its own statistics,
+        as for a single image, instead of by the whole canvas's (the toy VAE, trained on single-object crops, shifts
+        hues on multi-object canvases: benchmarks/toy_quality.py).
         """
-        vae = self.pipe.vae
-        scale = vae.config.scaling_factor
-        if self.decode_mode == "canvas" or layout is None or len(layout.regions) == 1:
-            image = vae.decode(latent.to(vae.dtype) / scale).sample[0].float()
-        else:
-            s = self.stride
-            image = torch.zeros(3, layout.height, layout.width, device=latent.device)
-            wsum = torch.zeros(1, layout.height, layout.width, device=latent.device)
-            for reg in layout.regions:
-                q = reg.latent(s)
-                crop = latent[:, :, q.top : q.bottom, q.left : q.right].to(vae.dtype) / scale
-                w = torch.from_numpy(gaussian_weights(reg.height, reg.width, float(self.cfg.blend_sigma))).to(image)
-                image[:, reg.top : reg.bottom, reg.left : reg.right] += vae.decode(crop).sample[0].float() * w
-                wsum[:, reg.top : reg.bottom, reg.left : reg.right] += w
-            image = image / wsum
-        image = ((image.clamp(-1, 1) + 1) * 127.5).round().byte()
-        return image.permute(1, 2, 0).cpu().numpy()
+        s = self.stride
+        pieces = []  # (mosaic, pixel Region or None for the whole canvas, latent crop)
+        for m, (plan, lat) in enumerate(zip(plans, latents)):
+            if self.decode_mode == "canvas" or len(plan.layout.regions) == 1:
+                pieces.append((m, None, lat))
+            else:
+                for reg in plan.layout.regions:
+                    q = reg.latent(s)
+                    pieces.append((m, reg, lat[:, :, q.top : q.bottom, q.left : q.right]))
+        by_shape = defaultdict(list)
+        for piece in pieces:
+            by_shape[tuple(piece[2].shape[-2:])].append(piece)
+        images = [torch.zeros(3, p.layout.height, p.layout.width, device=lat.device) for p, lat in zip(plans, latents)]
+        wsums = [torch.zeros(1, p.layout.height, p.layout.width, device=lat.device) for p, lat in zip(plans, latents)]
+        for (h, w), group in by_shape.items():
+            chunk = max(1, DECODE_PIXELS // (h * w * s * s))
+            for c in range(0, len(group), chunk):
+                part = group[c : c + chunk]
+                decoded = self.family.decode(torch.cat([crop for _, _, crop in part]))
+                for (m, reg, _), img in zip(part, decoded):
+                    if reg is None:
+                        images[m] += img
+                        wsums[m] += 1
+                    else:
+                        wt = torch.from_numpy(gaussian_weights(reg.height, reg.width, float(self.cfg.blend_sigma)))
+                        images[m][:, reg.top : reg.bottom, reg.left : reg.right] += img * wt.to(img)
+                        wsums[m][:, reg.top : reg.bottom, reg.left : reg.right] += wt.to(img)
+        return [
+            ((img / wsum).clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy())
+            for img, wsum in zip(images, wsums)
+        ]
