@@ -21,6 +21,7 @@ FINISHED = ["augmenter=none", "stages=[generate]", "logger=none", "trainer.devic
 GENERATE = [
     "stages=[generate]",
     "generator/model=tiny_random",
+    "synthetic.num_objects=2",
     f"generator.categories={FIXTURES / 'categories.json'}",  # 4 rare categories
     "trainer.accelerator=cpu",
     "logger=none",
@@ -126,7 +127,11 @@ def test_a_second_process_on_a_held_run_folder_stops_at_once(tmp_path):
             with hold_run_folder(paths):
                 pass
         child = subprocess.run(
-            [sys.executable, "-c", "from mfexp.run import *; hold_run_folder(RunPaths(r'%s')).__enter__()" % paths.root],
+            [
+                sys.executable,
+                "-c",
+                f"from mfexp.run import *; hold_run_folder(RunPaths({str(paths.root)!r})).__enter__()",
+            ],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True,
             text=True,
@@ -146,15 +151,15 @@ def cli_process(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_two_identical_commands_make_each_image_once(tmp_path):
-    args = [*GENERATE, "trainer.devices=1", "synthetic.images_per_category=3", "hydra.run.dir=run"]
+    args = [*GENERATE, "trainer.devices=1", "synthetic.images_per_category=2", "hydra.run.dir=run"]
     first = cli_process(args, tmp_path, tmp_path / "first.log")
     second = cli_process(args, tmp_path, tmp_path / "second.log")
     codes = sorted([first.wait(timeout=600), second.wait(timeout=600)])
     logs = (tmp_path / "first.log").read_text() + (tmp_path / "second.log").read_text()
     assert codes == [0, 1], logs[-3000:]
-    assert logs.count("is in use by process") == 1 and logs.count("already done, 12 to make") == 1, logs[-3000:]
+    assert logs.count("is in use by process") == 1 and logs.count("0 already done, 8 to make") == 1, logs[-3000:]
     ann = json.loads((tmp_path / "run" / "synthetic" / "annotations.json").read_text())
-    assert ann["info"]["mosaics"] == 12
+    assert ann["info"]["mosaics"] == 8
 
 
 def alive(pid: int) -> bool:
@@ -231,18 +236,19 @@ def test_kill_9_of_the_main_process_ends_its_ddp_worker(tmp_path):
 
 
 def test_schema_entries_are_no_choices():
+    from hydra.core.config_store import ConfigStore
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     with pytest.raises((ConfigCompositionException, MissingConfigException)) as e:
         compose(["augmenter=foo"])
-    message = str(e.value)
-    assert "cut_paste" in message and "mosaicfusion" in message and "schema" not in message
-    for group in ("augmenter", "dataset", "detector", "generator/model"):
-        choices = {p.stem for p in (ROOT / "conf" / group).glob("*.yaml")}
-        from hydra.core.config_store import ConfigStore
-
-        stored = set(ConfigStore.instance().list(group)) if group in ConfigStore.instance().repo else set()
-        assert {Path(s).stem for s in stored} <= choices, group
+    offered = str(e.value).split("Available options in 'augmenter':")[1].split("Config search path")[0].split()
+    assert offered == sorted(p.stem for p in (ROOT / "conf" / "augmenter").glob("*.yaml"))
+    for group in ("augmenter", "dataset", "detector", "generator/model"):  # no schema is a choice of its group
+        try:
+            stored = ConfigStore.instance().list(group)
+        except OSError:  # Hydra's "Path not found": no schema in the group
+            stored = []
+        assert stored == [], group
 
 
 @pytest.mark.parametrize(

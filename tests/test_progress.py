@@ -79,7 +79,9 @@ def test_lightning_predict_and_fit_write_progress_lines(caplog):
     args = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer = pl.Trainer(**args, callbacks=[LogProgress("generate", every=0.25)])
     trainer.predict(Doubler(), data, return_predictions=False)
-    assert [line.split(" (")[0] for line in progress_lines(caplog)] == [f"generate: batch {n}/20" for n in (5, 10, 15, 20)]
+    assert [line.split(" (")[0] for line in progress_lines(caplog)] == [
+        f"generate: batch {n}/20" for n in (5, 10, 15, 20)
+    ]
     caplog.clear()
     trainer = pl.Trainer(**args, max_steps=30, callbacks=[LogProgress(every=0.5)], enable_checkpointing=False)
     trainer.fit(Doubler(), data)
