@@ -1,10 +1,18 @@
-"""Lightning callbacks of the stages: stop requests (in `predict`; a checkpoint on a stop in `fit`), and one training
-bar for the whole run."""
+"""Lightning callbacks of the stages: stop requests (in `predict`; a checkpoint on a stop in `fit`), one training bar
+for the whole run on a terminal, and plain progress lines in a log (a pipe, a file: SLURM, nohup)."""
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
 from pytorch_lightning.callbacks import Callback, RichProgressBar
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+progress_log = logging.getLogger("mfexp.progress")  # progress lines away from a terminal
 
 
 class StopOnSigterm(Callback):
@@ -59,3 +67,117 @@ class RunProgressBar(RichProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         return items
+
+
+def duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s`` or ``12s``."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class ProgressLines:
+    """When to write a progress line, and what it says: ``<name>: <unit> done/total (p%), rate, elapsed, ETA``
+    (``unit``: singular, e.g. ``step``). A line is due
+    when ``every`` of the total has been done since the last one, or ``interval`` seconds have passed, and at the
+    end. ``start`` is what was done before this process began (a resumed run): the rate counts this process's work
+    only."""
+
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        unit: str,
+        start: int = 0,
+        every: float = 0.05,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name, self.total, self.unit, self.start = name, total, unit, start
+        self.step, self.interval, self.clock = max(1, round(every * total)), interval, clock
+        self.t0 = self.last_time = clock()
+        self.last_done = start
+
+    def update(self, done: int) -> str | None:
+        """The line to write now that ``done`` are done, or None if none is due."""
+        now = self.clock()
+        due = done >= self.total or done - self.last_done >= self.step or now - self.last_time >= self.interval
+        if not due or done == self.last_done:
+            return None
+        self.last_done, self.last_time = done, now
+        elapsed = now - self.t0
+        rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
+        eta = duration((self.total - done) / rate) if rate > 0 else "?"
+        speed = f"{rate:.2f} {self.unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{self.unit}" if rate > 0 else "?"
+        percent = 100 * done / self.total if self.total else 100.0
+        return (
+            f"{self.name}: {self.unit} {done}/{self.total} ({percent:.0f}%), {speed}, "
+            f"elapsed {duration(elapsed)}, ETA {eta}"
+        )
+
+
+class LogProgress(Callback):
+    """Progress as log lines (ProgressLines) on rank 0: training by optimizer steps of the run (``max_steps``, a
+    resumed run counting from its step), prediction by the batches of rank 0's share, named ``predict_name``."""
+
+    def __init__(self, predict_name: str = "predict", every: float = 0.05, interval: float = 60.0) -> None:
+        self.predict_name, self.every, self.interval = predict_name, every, interval
+        self.lines: ProgressLines | None = None
+        self.done = 0  # prediction batches done by this process
+
+    def _write(self, trainer, done: int) -> None:
+        line = self.lines.update(done) if self.lines else None
+        if line and trainer.is_global_zero:
+            progress_log.info("%s", line)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        self.lines = ProgressLines("train", trainer.max_steps, "step", step, self.every, self.interval)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._write(trainer, trainer.global_step)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        total = int(sum(trainer.num_predict_batches))
+        name = self.predict_name + (f" (rank 0's share of {trainer.world_size})" if trainer.world_size > 1 else "")
+        self.lines = ProgressLines(name, total, "batch", 0, self.every, self.interval)
+        self.done = 0
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.done += 1
+        self._write(trainer, self.done)
+
+
+T = TypeVar("T")
+
+
+def with_progress(items: Sequence[T], name: str, unit: str) -> Iterator[T]:
+    """``items`` one by one, a loop's progress shown as Lightning's is: a live tqdm bar on a terminal, else
+    ProgressLines in the log (each item counted done when the next is asked for)."""
+    if is_terminal():
+        from tqdm import tqdm
+
+        yield from tqdm(items, desc=name, unit=unit, leave=False)
+        return
+    lines = ProgressLines(name, len(items), unit)
+    for done, item in enumerate(items, 1):
+        yield item
+        line = lines.update(done)
+        if line:
+            progress_log.info("%s", line)
+
+
+def is_terminal() -> bool:
+    """Both stdout and stderr are terminals (a live bar can redraw itself there)."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def progress(enabled: bool, name: str, bar: Callable[[], Callback] | None = None) -> tuple[bool, list[Callback]]:
+    """``(enable_progress_bar, callbacks)`` for a Trainer of stage ``name``: on a terminal Lightning's live bar (or
+    ``bar()``); elsewhere plain LogProgress lines; nothing when ``enabled`` is false."""
+    if not enabled:
+        return False, []
+    if is_terminal():
+        return True, [bar()] if bar else []
+    return False, [LogProgress(name)]

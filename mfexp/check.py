@@ -93,12 +93,13 @@ def check_lvis_layout(dataset_cfg) -> Check:
             if folder in seen:
                 continue
             seen.add(folder)
+            what = f"{sub.removesuffix('2017')} images {folder}/"  # by the folder, whichever key's root it is under
             if not folder.is_dir():
-                missing.append(f"{key} {folder}/")
+                missing.append(what)
                 if Path(str(folder) + ".zip").is_file():
                     hints.append(f"unzip {folder}.zip -d {root}")
             elif not _first_entry(folder, ".jpg"):
-                missing.append(f"{key} {folder}/ (no .jpg files)")
+                missing.append(f"{what} (no .jpg files)")
     if missing:
         fix = "; ".join(hints) if hints else LVIS_FIX
         return Check("dataset", FAIL, "LVIS v1 missing: " + ", ".join(missing), fix)
@@ -449,14 +450,28 @@ def run_checks(cfg) -> list[Check]:
     return checks
 
 
+def one_line(error: BaseException) -> str:
+    """Hydra's several-line message of a config that does not compose (with its cause's), on one line."""
+    cause = error.__cause__
+    text = str(error) + (f" ({cause})" if cause is not None and str(cause) not in str(error) else "")
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__.split("\n\n")[0] + "\n\nusage: python -m mfexp.check [hydra overrides, as for python -m mfexp]")
         return 0
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     from mfexp.__main__ import compose
 
-    cfg = compose(argv)
+    try:
+        cfg = compose(argv)
+    except (HydraException, OmegaConfBaseException) as e:  # a misspelt key or group, a value of the wrong type
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     checks = run_checks(cfg)
     for c in checks:
         print("\n".join(c.lines()))

@@ -3,7 +3,9 @@
 The schemas below are dataclasses (built by `schema` from a name and its typed keys), registered in Hydra's
 ConfigStore; the YAML files in conf/ hold the values (and their comments). `Config` types every group
 (conf/config.yaml names it first in its defaults list); a YAML file with more keys than its group's base type names a
-subclass schema in its own defaults list (e.g. conf/augmenter/cut_paste.yaml). No key has a default (each is MISSING
+subclass schema in its own defaults list as ``/schema/<group>/<name>@_here_`` (e.g. conf/augmenter/cut_paste.yaml):
+the schemas live in groups of their own under ``schema/``, so they are never offered as a group's choices (a schema
+alone has no values). No key has a default (each is MISSING
 until a YAML file sets it). A bad type or an unknown key fails at composition, with Hydra's message naming the key.
 The schemas add no key of their own, so the resolved config (and the run folders' stage hashes) is the YAML's.
 `validate` checks ranges and choices right after composition, before any stage runs.
@@ -18,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import ListConfig, OmegaConf
 
 TRAIN_DATA = ("real", "synthetic", "both")
+STAGE_ORDER = ("generate", "train", "evaluate")  # the order the stages run in, whatever order `stages` lists
 
 
 def schema(name: str, /, *bases: type, **keys: Any) -> type:
@@ -134,15 +137,16 @@ Config = schema(
 
 
 def register() -> None:
-    """Store the schemas under the names the YAML defaults lists use."""
+    """Store the schemas under the names the YAML defaults lists use: the primary config's at the top, a group's
+    subclass schemas under ``schema/<group>`` (not in the group itself, whose entries are its choices)."""
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
-    cs.store(group="generator/model", name="tiny_random_schema", node=TinyRandomModelConfig)
-    cs.store(group="augmenter", name="copy_paste_schema", node=CopyPasteConfig)
-    cs.store(group="augmenter", name="cut_paste_schema", node=CutPasteConfig)
-    cs.store(group="dataset", name="toyworld_schema", node=ToyWorldConfig)
-    cs.store(group="dataset", name="lvis_schema", node=LvisConfig)
-    cs.store(group="detector", name="epoch_detector_schema", node=EpochDetectorConfig)
+    cs.store(group="schema/generator/model", name="tiny_random", node=TinyRandomModelConfig)
+    cs.store(group="schema/augmenter", name="copy_paste", node=CopyPasteConfig)
+    cs.store(group="schema/augmenter", name="cut_paste", node=CutPasteConfig)
+    cs.store(group="schema/dataset", name="toyworld", node=ToyWorldConfig)
+    cs.store(group="schema/dataset", name="lvis", node=LvisConfig)
+    cs.store(group="schema/detector", name="epoch_detector", node=EpochDetectorConfig)
 
 
 register()
@@ -165,6 +169,15 @@ def _check_all(node, prefix: str, checks: list) -> None:
 
 def _choices(choices) -> str:
     return f"must be one of {', '.join(choices)}"
+
+
+def check_stages(stages) -> list[str]:
+    """``stages`` in run order; a ValueError unless it is a non-empty list of stage names."""
+    stages = list(stages)
+    bad = [s for s in stages if s not in STAGE_ORDER]
+    if bad or not stages:
+        raise ValueError(f"stages={stages}: choose a list from {list(STAGE_ORDER)}")
+    return sorted(stages, key=STAGE_ORDER.index)
 
 
 def validate_generator(g) -> None:
@@ -203,7 +216,7 @@ def validate_generator(g) -> None:
 def validate_synthetic(s) -> None:
     checks = [
         (s.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (s.max_images is None or s.max_images >= 0, "max_images", "must be >= 0 or null (all)"),
+        (s.max_images is None or s.max_images >= 1, "max_images", "must be >= 1 or null (all)"),
         (s.gallery_size >= 0, "gallery_size", "must be >= 0"),
         (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
     ]
@@ -237,6 +250,21 @@ def validate_trainer(t) -> None:
     )
     _check(ok, "trainer.devices", d, "must be a count >= 1, -1 (all), a list of device ids, or auto")
     _check(t.num_nodes >= 1, "trainer.num_nodes", t.num_nodes, "must be >= 1")
+    precisions = lightning_precisions()
+    _check(t.precision in precisions, "trainer.precision", t.precision, _choices(map(str, precisions)))
+
+
+def lightning_precisions() -> tuple:
+    """The values Lightning's Trainer takes as ``precision`` (its own list: 64, 32, 16, "bf16-mixed" ...)."""
+    from typing import get_args
+
+    from pytorch_lightning.trainer.connectors.accelerator_connector import _PRECISION_INPUT
+
+    def flat(t) -> tuple:
+        args = get_args(t)
+        return tuple(a for arg in args for a in flat(arg)) if args else (t,)
+
+    return flat(_PRECISION_INPUT)
 
 
 # nodes whose extra keys (`+trainer.gradient_clip_val=1`) go on to a library that checks them itself
@@ -264,6 +292,7 @@ def check_known_keys(cfg, prefix: str = "") -> None:
 def validate(cfg) -> None:
     """Ranges and choices the schema's types cannot state; a ValueError names the key and what it allows."""
     check_known_keys(cfg)
+    check_stages(cfg.stages)
     _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
     _check(cfg.train_data in TRAIN_DATA, "train_data", cfg.train_data, _choices(TRAIN_DATA))
     validate_trainer(cfg.trainer)

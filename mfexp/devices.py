@@ -99,3 +99,46 @@ def relaunch_as_this_job() -> Iterator[None]:
         sys.argv = argv
         with read_write(hydra_cfg):
             hydra_cfg.run.dir = run_dir
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A ValueError naming ``trainer.accelerator`` unless it is Lightning's name of an accelerator this machine has
+    (``auto`` always is; ``gpu`` is CUDA or Apple MPS)."""
+    if accelerator == "auto":
+        return
+    import torch
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    names = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    if accelerator not in names:
+        raise ValueError(f"trainer.accelerator={accelerator!r} must be one of {', '.join(names)}")
+    if accelerator == "gpu":
+        here = torch.cuda.is_available() or torch.backends.mps.is_available()
+    else:
+        here = AcceleratorRegistry.get(accelerator).is_available()
+    if not here:
+        raise ValueError(
+            f"trainer.accelerator={accelerator!r}: this machine has none (use trainer.accelerator=cpu, or auto)"
+        )
+
+
+def is_launched_worker() -> bool:
+    """This process is a worker that a launcher started on this machine (Lightning's DDP relaunch, torchrun): it has
+    a ``LOCAL_RANK`` above 0. A SLURM task (``SLURM_LOCALID``, no ``LOCAL_RANK``) is not: srun started it."""
+    return int(os.environ.get("LOCAL_RANK", "0") or 0) > 0
+
+
+def end_with_parent() -> None:
+    """Have the kernel kill this process when its parent ends (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing). A DDP
+    worker calls it first thing: if the main process is killed (kill -9), the worker must not run on, writing into
+    the run folder, until a collective call times out. If the parent has already gone, the worker ends now."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent ended before the request was in place
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -30,32 +30,38 @@ PALETTE = np.array(
 )
 
 
-def overlay(rgb: np.ndarray, masks: list, labels: list[str], alpha: float = 0.45) -> np.ndarray:
-    """The image with each mask tinted, outlined and labelled."""
-    out = rgb.astype(np.float32).copy()
-    for k, m in enumerate(masks):
-        colour = PALETTE[k % len(PALETTE)]
-        out[m] = (1 - alpha) * out[m] + alpha * colour
-    out = out.astype(np.uint8)
+def overlay(rgb: np.ndarray, masks: list, labels: list[str]) -> np.ndarray:
+    """The image with each mask outlined and labelled, its pixels left as they are: the eye sees each object's own
+    colour (a tint would mix it with the outline's). The outline lies on the mask's edge; the label, in the outline's
+    colour on a dark box, sits above the object (below it when there is no room above)."""
+    out = rgb.copy()
     scale = max(rgb.shape[:2]) / 512
+    thickness = max(2, round(2 * scale))
+    font, font_scale, font_thickness = cv2.FONT_HERSHEY_SIMPLEX, max(0.35, 0.5 * scale), max(1, round(scale))
     for k, (m, label) in enumerate(zip(masks, labels)):
         colour = tuple(int(c) for c in PALETTE[k % len(PALETTE)])
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, colour, max(1, int(2 * scale)))
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, colour, thickness)
         ys, xs = np.nonzero(m)
-        if len(xs):
-            org = (int(xs.min()), int(max(ys.min() - 2, 10 * scale)))
-            cv2.putText(
-                out,
-                label,
-                org,
-                cv2.FONT_HERSHEY_SIMPLEX,
-                max(0.3, 0.5 * scale),
-                (255, 255, 255),
-                max(1, int(scale)),
-                cv2.LINE_AA,
-            )
+        if not len(xs):
+            continue
+        (w, h), base = cv2.getTextSize(label, font, font_scale, font_thickness)
+        top = ys.min() - thickness - 1 - base - h  # the box's top edge, above the object
+        if top < 0:
+            top = min(ys.max() + thickness + 1, rgb.shape[0] - h - base)
+        x = int(min(xs.min(), max(0, rgb.shape[1] - w)))
+        cv2.rectangle(out, (x, int(top)), (x + w, int(top + h + base)), (0, 0, 0), cv2.FILLED)
+        cv2.putText(out, label, (x, int(top + h)), font, font_scale, colour, font_thickness, cv2.LINE_AA)
     return out
+
+
+def enlarge(rgb: np.ndarray, masks: list, height: int) -> tuple[np.ndarray, list]:
+    """The image scaled to ``height`` pixels high, and its masks with it (nearest neighbour): an overlay drawn at the
+    size a montage shows it keeps thin outlines and readable labels."""
+    h, w = rgb.shape[:2]
+    size = (max(1, round(w * height / h)), height)
+    big = cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
+    return big, [cv2.resize(m.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0 for m in masks]
 
 
 def montage(tiles: list[np.ndarray], tile_height: int = 256, columns: int = 4) -> np.ndarray:
@@ -98,8 +104,14 @@ def gallery_items(out: Path, images: list, annotations: list, categories: list, 
 
 def write_gallery(out: Path, images: list, annotations: list, categories: list, count: int) -> None:
     """``out/gallery.jpg``: the first ``count`` images of a synthetic set in ``out`` with their masks and labels."""
-    tiles = [overlay(*item) for item in gallery_items(out, images, annotations, categories, count)]
-    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage(tiles), 90))
+    write_overlays(out / "gallery.jpg", gallery_items(out, images, annotations, categories, count))
+
+
+def write_overlays(path: Path, items: list[tuple], tile: int = 256) -> None:
+    """A JPEG montage of (rgb, masks, labels) items, each outlined and labelled by ``overlay`` at ``tile`` pixels
+    high."""
+    tiles = [overlay(*enlarge(rgb, masks, tile), labels) for rgb, masks, labels in items]
+    atomic_write_bytes(path, encode_jpeg(montage(tiles, tile_height=tile), 90))
 
 
 def prediction_overlays(
@@ -112,24 +124,23 @@ def prediction_overlays(
     tile: int = 256,
 ) -> str:
     """Draw predictions (score >= ``score_thr``) on the first ``num_images`` images of ``gt`` (an LVIS dict with
-    images under ``images_dir``), enlarged to ``tile`` pixels; write a JPEG grid to ``out_path`` and return it."""
+    images under ``images_dir``), at ``tile`` pixels high; write a JPEG grid to ``out_path`` and return it."""
     names = {c["id"]: c["name"] for c in gt["categories"]}
     by_image = defaultdict(list)
     for p in predictions:
         if p["score"] >= score_thr and "segmentation" in p:
             by_image[p["image_id"]].append(p)
-    tiles = []
+    items = []
     for img in sorted(gt["images"], key=lambda i: i["id"])[:num_images]:
-        rgb = read_rgb(os.path.join(images_dir, image_relpath(img)))
-        size = (round(rgb.shape[1] * tile / max(rgb.shape[:2])), round(rgb.shape[0] * tile / max(rgb.shape[:2])))
         dets = sorted(by_image[img["id"]], key=lambda p: -p["score"])
-        masks = [
-            cv2.resize(decode_rle(p["segmentation"]).astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-            for p in dets
-        ]
-        labels = [f"{names.get(p['category_id'], p['category_id'])} {p['score']:.2f}" for p in dets]
-        tiles.append(overlay(cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR), masks, labels))
-    atomic_write_bytes(out_path, encode_jpeg(montage(tiles, tile_height=tile)))
+        items.append(
+            (
+                read_rgb(os.path.join(images_dir, image_relpath(img))),
+                [decode_rle(p["segmentation"]) for p in dets],
+                [f"{names.get(p['category_id'], p['category_id'])} {p['score']:.2f}" for p in dets],
+            )
+        )
+    write_overlays(Path(out_path), items, tile)
     return out_path
 
 

@@ -438,9 +438,9 @@ def t_interval(d: list[float]) -> tuple[float, float, float]:
 def pair(runs: Runs, summary: pd.DataFrame, keys: list[str], metrics: list[str], spec: dict[str, str]) -> pd.DataFrame:
     """Adds `baseline`, `n_pairs` (seeds complete in the row and its baseline) and per metric `<metric>_delta`,
     `_ci_low`, `_ci_high` to the summary; returns the per-seed differences (columns row, seed, metric, d)."""
+    bases = assign_baselines(summary, keys, spec)  # first: a key --baseline names that is not swept
     if "seed" not in runs.frame:
         raise ReportError("--baseline pairs runs by seed, and no run names its seed")
-    bases = assign_baselines(summary, keys, spec)
     summary["baseline"] = [label(summary.loc[b], keys) if b is not None else "(this row)" for b in bases]
     summary["n_pairs"] = pd.array([pd.NA] * len(summary), dtype="Int64")
     for column in (f"{m}_{s}" for m in metrics for s in ("delta", "ci_low", "ci_high")):
@@ -739,7 +739,11 @@ def plot_paired(
         ours = diffs[diffs["metric"] == m]
         if not len(ours):
             continue
-        fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(compared) + 2), 4))
+        ticks = [tick_label(r, keys) for _, r in compared.iterrows()]
+        column = max(1.2, 0.075 * max((len(line) for t in ticks for line in t.split("\n")), default=0) + 0.3)
+        rotate = column * len(compared) + 2 > MAX_FIGURE_WIDTH  # too many rows for side-by-side labels
+        width = 1.2 * len(compared) + 2 if rotate else column * len(compared) + 2
+        fig, ax = plt.subplots(figsize=(min(max(5.5, width), MAX_FIGURE_WIDTH), 4))
         for i, (index, r) in enumerate(compared.iterrows()):
             d = list(ours.loc[ours["row"] == index, "d"])
             if not d:
@@ -751,7 +755,7 @@ def plot_paired(
         ax.axhline(0, color="grey", linestyle="--", linewidth=1)
         ax.set_xticks(range(len(compared)))
         ax.set_xlim(-0.6, len(compared) - 0.4)
-        ax.set_xticklabels(["\n".join(f"{k}={r[k]}" for k in keys) for _, r in compared.iterrows()], fontsize=8)
+        ax.set_xticklabels(ticks, fontsize=8, rotation=30 if rotate else 0, ha="right" if rotate else "center")
         ax.set_ylabel(f"Δ {m}{' (AP points)' if is_percent(m) else ''}")
         ax.set_title(
             f"{m} minus baseline, paired by seed\n({label(spec, spec)})\n"
@@ -765,6 +769,21 @@ def plot_paired(
         plt.close(fig)
         written.append(path)
     return written
+
+
+MAX_FIGURE_WIDTH = 14.0  # inches
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each key by its last dotted part (``generator.num_objects`` -> ``num_objects``) where no other key ends the
+    same, else in full."""
+    tails = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: t if tails.count(t) == 1 else k for k, t in zip(keys, tails)}
+
+
+def tick_label(row: Any, keys: list[str]) -> str:
+    """A row's x label: one ``key=value`` line per swept key, keys shortened by short_keys."""
+    return "\n".join(f"{short}={row[k]}" for k, short in short_keys(keys).items())
 
 
 def spread(k: int, width: float = 0.3) -> list[float]:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mfexp.config import STAGE_ORDER, check_stages
 from mfexp.data import config_hash
 from mfexp.fileio import atomic_write_json
 from mfexp.runpaths import RunPaths
@@ -18,7 +22,6 @@ from mfexp.tracking import Tracker, is_rank_zero, start_tracking, synthetic_arti
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("generate", "train", "evaluate")
 STAGES = {
     "generate": "mfexp.run.generate",
     "train": "mfexp.detection.stages.train",
@@ -63,9 +66,9 @@ def check_kept(result: dict) -> None:
         raise ValueError(f"generate: kept 0 of {planned} planned images; skip reasons: {reasons}")
 
 
-def reuse_synthetic(source: Path, run_dir: Path) -> dict:
-    """Copy a synthetic set (a run folder or its synthetic/ folder) into this run: the same data under other
-    training settings or corruptions, without generating it again."""
+def synthetic_source(source: Path) -> tuple[Path, Path]:
+    """The synthetic set that ``generate.reuse=source`` names (a run folder or its synthetic/ folder): (its folder,
+    its clean annotations file). A FileNotFoundError naming the key where there is none."""
     source = RunPaths(source).synthetic if RunPaths(source).synthetic.is_dir() else source
     ann = source / "annotations_clean.json"
     ann = ann if ann.is_file() else source / "annotations.json"
@@ -74,6 +77,13 @@ def reuse_synthetic(source: Path, run_dir: Path) -> dict:
             f"generate.reuse={source}: no synthetic set there (needs annotations.json and "
             "images/; point it at a run folder whose generate stage finished)"
         )
+    return source, ann
+
+
+def reuse_synthetic(source: Path, run_dir: Path) -> dict:
+    """Copy a synthetic set (a run folder or its synthetic/ folder) into this run: the same data under other
+    training settings or corruptions, without generating it again."""
+    source, ann = synthetic_source(source)
     out = RunPaths(run_dir).synthetic
     if out.resolve() == source.resolve():
         raise ValueError(f"generate.reuse={source} is this run's own synthetic folder")
@@ -127,20 +137,26 @@ def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
     return dict(result, corrupt=summary)
 
 
+def preflight(cfg) -> None:
+    """What the config names on this machine, checked before any stage runs or anything is written (a ValueError
+    or FileNotFoundError naming the key): the accelerator exists here and ``generate.reuse`` holds a synthetic
+    set, where the stages use them."""
+    from omegaconf import OmegaConf
+
+    from mfexp.devices import check_accelerator
+
+    check_accelerator(str(cfg.trainer.accelerator))
+    reuse = OmegaConf.select(cfg, "generate.reuse")
+    if reuse and "generate" in cfg.stages:
+        synthetic_source(Path(reuse))
+
+
 def stage_hash(cfg, stage: str) -> str:
     from mfexp.augmenters import IMAGE_SEEDS, MAKES_IMAGES
 
     keys = [k for s in STAGE_ORDER[: STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
     makes_images = cfg.augmenter.get("_target_") in MAKES_IMAGES and not cfg.generate.reuse
     return config_hash(cfg, keys, salt=IMAGE_SEEDS if makes_images else None)
-
-
-def check_stages(stages) -> list[str]:
-    stages = list(stages)
-    bad = [s for s in stages if s not in STAGES]
-    if bad or not stages:
-        raise ValueError(f"stages={stages}: choose a list from {list(STAGE_ORDER)}")
-    return sorted(stages, key=STAGE_ORDER.index)
 
 
 class StageFailed(RuntimeError):
@@ -159,6 +175,34 @@ class StopRequested(SystemExit):
         code = 130 if isinstance(cause, KeyboardInterrupt) else getattr(cause, "code", None) or 143
         super().__init__(code if isinstance(code, int) else 143)
         self.stage = stage
+
+
+class RunFolderBusy(RuntimeError):
+    """Another process holds the run folder (the same command started twice)."""
+
+
+@contextmanager
+def hold_run_folder(paths: RunPaths) -> Iterator[None]:
+    """Hold the run folder for the length of a command: an exclusive lock (``fcntl.flock``) on its .lock file, which
+    the kernel releases when the process ends, however it ends. A second process on the same folder raises
+    RunFolderBusy at once, naming the holder's process id, rather than doing the same work beside the first."""
+    import fcntl
+
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise RunFolderBusy(
+                f"run folder {paths.root} is in use by process {holder} (the same command, started twice?); "
+                "nothing was done: wait for it to end, then run this again to resume"
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
 
 
 def record_failure(paths: RunPaths, stage: str | None, error: Exception) -> Path:

@@ -45,6 +45,8 @@ class RunPaths:
         doc="Written when a stage raised: {stage, type, message, traceback, time}; removed by a later success.",
     )
     wandb = _Under("wandb", doc="wandb's own folder (offline runs: wandb/offline-run-*).")
+    hydra = _Under(".hydra", doc="The command's resolved config: config.yaml, hydra.yaml, overrides.yaml.")
+    lock = _Under(".lock", doc="Locked while a command runs on the folder; holds that process's id.")
 
     def marker(self, stage: str) -> Path:
         """A finished stage's config hash, result and seconds: a re-run with the same config skips the stage."""

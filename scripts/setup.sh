@@ -3,7 +3,7 @@
 # ops built from source once per torch/CUDA flavour and cached as a wheel, mmdet 3.3.0 and the rest. No torchvision.
 #
 # Usage: bash scripts/setup.sh [--test] [--cuda[=cuXYZ]]
-#   --test         also install the test tools
+#   --test         also install the test tools and what the slow tests need (the slurm extra: submitit)
 #   --cuda         GPU node: torch's CUDA build from the PyTorch index and mmcv built with CUDA ops. Variant:
 #                  MFEXP_CUDA or --cuda=cuXYZ; by default cu126 (V100 to H200, CUDA 12 toolkit), or cu130 where
 #                  nvidia-smi shows a Blackwell GPU (compute capability >= 10). torch 2.13 has cu126, cu130, cu132.
@@ -162,7 +162,7 @@ $PIP install "$MMCV_DIR"/mmcv-2.1.0-*.whl mmengine==0.10.7 "mmdet==3.3.0"
 # lvis depends on opencv-python; we use the contrib build (ximgproc) instead, so install lvis without deps.
 $PIP install --no-deps lvis==0.5.3
 $PIP install -e .
-if [ "$TEST" = 1 ]; then $PIP install -e '.[test]'; fi
+if [ "$TEST" = 1 ]; then $PIP install -e '.[test,slurm]'; fi
 # mmengine asks for opencv-python; keep exactly one cv2: the contrib build (cv2.ximgproc)
 $PIP uninstall -y opencv-python opencv-python-headless >/dev/null 2>&1 || true
 $PIP install --force-reinstall --no-deps opencv-contrib-python-headless

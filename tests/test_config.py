@@ -113,7 +113,7 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
         ),
         (["generator.prompt='no placeholder'"], "generator.prompt='no placeholder' must contain {name}"),
         (["generator.blend_sigma=0"], "generator.blend_sigma=0.0 must be > 0"),
-        (["synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),
+        (["synthetic.max_images=0"], "synthetic.max_images=0 must be >= 1 or null"),
         (["synthetic.gallery_size=-3"], "synthetic.gallery_size=-3 must be >= 0"),
         (["synthetic.jpeg_quality=500"], "synthetic.jpeg_quality=500 must be in [1, 100]"),
         (["generator.num_objects=0"], "generator.num_objects=0 must be a positive integer or a non-empty list"),
@@ -143,7 +143,7 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
             "augmenter.background='sky' must be one of image, uniform",
         ),
         (["augmenter=cut_paste", "synthetic.images_per_category=0"], "synthetic.images_per_category=0 must be >= 1"),
-        (["augmenter=cut_paste", "synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),
+        (["augmenter=cut_paste", "synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 1"),
         (["augmenter=cut_paste", "augmenter.flip=1.5"], "augmenter.flip=1.5 must be a probability"),
         (["synthetic.corrupt.labels=1.5"], "synthetic.corrupt.labels is a share of instances in [0, 1], got 1.5"),
         (

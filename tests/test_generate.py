@@ -163,7 +163,7 @@ def test_one_and_two_processes_give_identical_files(tmp_path, categories_file):
         (["generator.attention.blocks=[left]"], "unknown block"),
         (["generator/model=sd14", "generator.model.path=not/a/model"], "hub downloads are off"),
         (["generator.categories=/nonexistent.json"], "not found"),
-        (["synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 0"),  # the config's checks: test_config.py
+        (["synthetic.max_images=-1"], "synthetic.max_images=-1 must be >= 1"),  # the config's checks: test_config.py
         (["generator.dtype=fp16"], "generator.dtype=fp16 needs a GPU"),  # trainer.accelerator=cpu
     ],
 )

@@ -27,9 +27,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from mfexp.callbacks import with_progress
 from mfexp.config import CutPasteConfig, SyntheticConfig
 from mfexp.data import prepare_dataset
-from mfexp.draw import montage, overlay
+from mfexp.draw import write_overlays
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
 from mfexp.lvis import (
     SYNTHETIC_IMAGE_ID_BASE,
@@ -292,7 +293,6 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     """The `generate` stage for `augmenter=cut_paste`: writes run_dir/synthetic/{images/, annotations.json,
     gallery.jpg}, logs to `tracker` and returns counts."""
     from omegaconf import OmegaConf
-    from tqdm import tqdm
 
     opts = OmegaConf.to_object(cfg.augmenter)  # values and ranges checked at composition (mfexp.config)
     syn = OmegaConf.to_object(cfg.synthetic)  # what to make: shared with the other augmenters
@@ -332,7 +332,7 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     images, annotations, reasons, shown = [], [], Counter(), []
     names = {c["id"]: c["name"] for c in data.categories}
     counts, missing = Counter(), set()
-    for i in tqdm(range(total), desc="cut_paste", unit="img", leave=False):
+    for i in with_progress(range(total), "generate (cut_paste)", "image"):
         plan, rng = plan_image(i, main, mixed_ids, data, opts, syn, num_objects, seed)
         if plan.reason:
             reasons["no source instance of the main category"] += 1
@@ -384,7 +384,7 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         out / "annotations.json",
         lvis_file(images, annotations, data.categories, info={"generator": "cut_paste", **summary}),
     )
-    atomic_write_bytes(out / "gallery.jpg", encode_jpeg(montage([overlay(*item) for item in shown]), 90))
+    write_overlays(out / "gallery.jpg", shown)
     log.info(
         "Cut-and-Paste: kept %d of %d images (%d instances, %d pasted, %d occluded instances dropped)",
         len(images),

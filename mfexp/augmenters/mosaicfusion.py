@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from mfexp.callbacks import StopOnSigterm
+from mfexp.callbacks import StopOnSigterm, progress
 from mfexp.data import config_hash, prepare_dataset
 from mfexp.devices import trainer_args
 from mfexp.draw import gallery_items, write_gallery
@@ -174,11 +174,13 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         todo,
     )
     if pending:
+        kwargs = trainer_kwargs(cfg)
+        kwargs["enable_progress_bar"], shown = progress(kwargs["enable_progress_bar"], "generate")
         trainer = pl.Trainer(
-            **trainer_kwargs(cfg),
+            **kwargs,
             logger=False,
             use_distributed_sampler=False,
-            callbacks=[PartWriter(out, scfg.jpeg_quality), StopOnSigterm()],
+            callbacks=[PartWriter(out, scfg.jpeg_quality), StopOnSigterm(), *shown],
         )
         trainer.predict(
             MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),

@@ -224,7 +224,8 @@ def _write_split(
     ann_offset: int,
 ) -> tuple[list[dict], list[dict]]:
     from PIL import Image
-    from tqdm import tqdm
+
+    from mfexp.callbacks import with_progress
 
     S = int(p["image_size"])
     k = len(cats)
@@ -232,7 +233,7 @@ def _write_split(
     img_dir.mkdir(parents=True, exist_ok=True)
     split_code = 0 if split == "train" else 1
     images, anns = [], []
-    for i, objs in enumerate(tqdm(layouts, desc=f"toyworld {split}", unit="img", leave=False)):
+    for i, objs in enumerate(with_progress(layouts, f"toyworld {split}", "image")):
         image_id = id_offset + i + 1
         file_name = f"{image_id:012d}.{p['image_format']}"
         rng = np.random.default_rng([int(p["seed"]), split_code, i])  # per-image render seed

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from mfexp.callbacks import CheckpointOnStop, RunProgressBar, StopOnSigterm
+from mfexp.callbacks import CheckpointOnStop, RunProgressBar, StopOnSigterm, progress
 from mfexp.compat import patch_all
 from mfexp.detection.datasets import class_names
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids, per_category_rows
@@ -67,15 +67,17 @@ def synthetic_files(run_dir: Path) -> dict | None:
     return dict(json=str(ann), images=str(paths.synthetic_images)) if ann.is_file() else None
 
 
-def make_trainer(cfg, tracker: Tracker, log_dir: Path | None = None, **kwargs) -> pl.Trainer:
-    """A Lightning Trainer from ``cfg.trainer`` (accelerator, devices, precision ...) plus stage arguments; logs go
-    to the stage's wandb run (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``. Samplers are mmengine's
-    (seeded, sharded by rank), so Lightning must not replace them."""
+def make_trainer(cfg, tracker: Tracker, stage: str, log_dir: Path | None = None, **kwargs) -> pl.Trainer:
+    """A Lightning Trainer of ``stage`` from ``cfg.trainer`` (accelerator, devices, precision ...) plus stage
+    arguments; logs go to the stage's wandb run (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``; progress
+    as mfexp.callbacks.progress shows it. Samplers are mmengine's (seeded, sharded by rank), so Lightning must not
+    replace them."""
     args = trainer_args(cfg.trainer)
     args.setdefault("enable_model_summary", False)
     loggers = [CSVLogger(log_dir, name="", version="")] if log_dir else []
     loggers += [tracker.lightning_logger()] if tracker else []
-    callbacks = kwargs.pop("callbacks", []) + ([RunProgressBar()] if args.get("enable_progress_bar", True) else [])
+    args["enable_progress_bar"], shown = progress(args.get("enable_progress_bar", True), stage, RunProgressBar)
+    callbacks = kwargs.pop("callbacks", []) + shown
     return pl.Trainer(
         **args,
         logger=loggers or False,
@@ -148,6 +150,7 @@ def train(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     trainer = make_trainer(
         cfg,
         tracker,
+        "train",
         paths.train,
         max_epochs=-1,
         callbacks=[checkpoint, CheckpointOnStop(last)],
@@ -213,7 +216,7 @@ def evaluate(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             f"no checkpoint to evaluate at {ckpt} (run the train stage, or set evaluate.checkpoint=PATH)"
         )
     files = dataset_files(cfg)
-    trainer = make_trainer(cfg, tracker, default_root_dir=str(out_dir), callbacks=[StopOnSigterm()])
+    trainer = make_trainer(cfg, tracker, "evaluate", default_root_dir=str(out_dir), callbacks=[StopOnSigterm()])
     module, info = build_detector(cfg, files, None, trainer.world_size, init_weights=False, training=False)
     load_weights(module, str(ckpt))
     start = time.time()
