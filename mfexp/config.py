@@ -44,8 +44,16 @@ ModelConfig = schema(
     "ModelConfig",
     path=str | None, revision=str | None, allow_download=bool, region_size=list[int], overlap=list[int],
     num_inference_steps=int, guidance_scale=float, dtype=str, decode=str, attention_resolutions=list[int],
+    family=str,  # unet | sdxl | sd3 | flux (mfexp/mosaicfusion/families/)
 )
 TinyRandomModelConfig = schema("TinyRandomModelConfig", ModelConfig, seed=int, size=str)
+# the MM-DiT families (sd3, flux): T5 context, which tokenizer's token is the object token, the captured blocks
+MMDiTModelConfig = schema(
+    "MMDiTModelConfig", ModelConfig,
+    max_sequence_length=int, object_token=str, joint_blocks=list[int] | None, single_blocks=list[int],
+    true_cfg_scale=float,
+)
+TinyMMDiTModelConfig = schema("TinyMMDiTModelConfig", MMDiTModelConfig, seed=int, size=str)
 AttentionConfig = schema("AttentionConfig", resolutions=list[int], blocks=list[str], steps=list[int | None])
 BilateralConfig = schema(
     "BilateralConfig",
@@ -134,6 +142,8 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="generator/model", name="tiny_random_schema", node=TinyRandomModelConfig)
+    cs.store(group="generator/model", name="mmdit_schema", node=MMDiTModelConfig)
+    cs.store(group="generator/model", name="tiny_mmdit_schema", node=TinyMMDiTModelConfig)
     cs.store(group="augmenter", name="copy_paste_schema", node=CopyPasteConfig)
     cs.store(group="augmenter", name="cut_paste_schema", node=CutPasteConfig)
     cs.store(group="dataset", name="toyworld_schema", node=ToyWorldConfig)
