@@ -63,6 +63,7 @@ class FluxFamily(MMDiTFamily):
         mu = flow_shift_mu((h // 2) * (w // 2), scheduler.config)
         scheduler.set_timesteps(sigmas=sigmas, device=self.device, mu=mu)
 
+    @torch.no_grad()
     def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
         """One transformer call: cond rows only, or [uncond x B, cond x B] with true_cfg_scale > 1."""
         b, _, h, w = crops.shape
@@ -105,7 +106,7 @@ def tiny_pipeline(seed: int = 0, guidance_embeds: bool = False):
 
     from mfexp.assets import load_t5_tokenizer, load_tokenizer
 
-    from .tiny import tiny_t5_encoder
+    from .tiny import eval_mode, tiny_t5_encoder
 
     tokenizer, t5_tokenizer = load_tokenizer(), load_t5_tokenizer()
     torch.manual_seed(seed)
@@ -149,7 +150,7 @@ def tiny_pipeline(seed: int = 0, guidance_embeds: bool = False):
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=guidance_embeds, base_image_seq_len=256, max_image_seq_len=4096
     )
-    return FluxPipeline(
+    return eval_mode(FluxPipeline(
         scheduler=scheduler,
         vae=vae,
         text_encoder=text_encoder,
@@ -157,4 +158,4 @@ def tiny_pipeline(seed: int = 0, guidance_embeds: bool = False):
         text_encoder_2=tiny_t5_encoder(t5_tokenizer, 32),
         tokenizer_2=t5_tokenizer,
         transformer=transformer,
-    )
+    ))

@@ -43,6 +43,7 @@ class SD3Family(MMDiTFamily):
         dtype = self.model.dtype
         return {"encoder_hidden_states": embeds.to(dtype), "pooled_projections": pooled.to(dtype)}
 
+    @torch.no_grad()
     def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
         """One transformer call on [uncond x B, cond x B] (cond only when guidance_scale <= 1)."""
         b = crops.shape[0]
@@ -75,7 +76,7 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
 
     from mfexp.assets import load_t5_tokenizer, load_tokenizer
 
-    from .tiny import tiny_t5_encoder
+    from .tiny import eval_mode, tiny_t5_encoder
 
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
@@ -124,7 +125,7 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
         scaling_factor=1.5035,
     )
     t5_tokenizer = load_t5_tokenizer() if t5 else None
-    return StableDiffusion3Pipeline(
+    return eval_mode(StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=vae,
@@ -134,4 +135,4 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
         tokenizer_2=load_tokenizer(),
         text_encoder_3=tiny_t5_encoder(t5_tokenizer, 32) if t5 else None,
         tokenizer_3=t5_tokenizer,
-    )
+    ))

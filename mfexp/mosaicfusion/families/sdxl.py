@@ -61,6 +61,7 @@ class SDXLFamily:
     def set_timesteps(self, scheduler, steps: int, latent_hw) -> None:
         scheduler.set_timesteps(int(steps), device=self.device)
 
+    @torch.no_grad()
     def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
         """One UNet call on [uncond x B, cond x B], classifier-free guidance with generator.guidance_scale."""
         b, _, h, w = crops.shape
@@ -93,6 +94,8 @@ def tiny_pipeline(seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from mfexp.assets import load_tokenizer
+
+    from .tiny import eval_mode
 
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
@@ -145,7 +148,7 @@ def tiny_pipeline(seed: int = 0):
         steps_offset=1,
         timestep_spacing="leading",
     )
-    return StableDiffusionXLPipeline(
+    return eval_mode(StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=CLIPTextModel(clip_config()),
         text_encoder_2=CLIPTextModelWithProjection(clip_config()),
@@ -153,4 +156,4 @@ def tiny_pipeline(seed: int = 0):
         tokenizer_2=load_tokenizer(),
         unet=unet,
         scheduler=scheduler,
-    )
+    ))

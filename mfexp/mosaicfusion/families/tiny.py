@@ -20,3 +20,11 @@ def tiny_t5_encoder(tokenizer, d_model: int):
             decoder_start_token_id=tokenizer.pad_token_id,
         )
     )
+
+
+def eval_mode(pipe):
+    """Every torch module of a freshly built pipeline in eval mode (a new T5 has dropout 0.1 in train mode)."""
+    for component in pipe.components.values():
+        if hasattr(component, "eval"):
+            component.eval()
+    return pipe
