@@ -124,7 +124,10 @@ def sd3_pipe():
 @pytest.mark.parametrize("object_token", ["clip", "t5"])
 def test_sd3_capture_equals_hand_softmax_and_keeps_the_output(sd3_pipe, object_token):
     fam = SD3Family(sd3_pipe, gcfg("sd3", [4], object_token=object_token))
-    assert fam.align == 4 and fam.blocks == ["transformer_blocks.0.attn.processor", "transformer_blocks.1.attn.processor"]
+    assert fam.align == 4 and fam.blocks == [
+        "transformer_blocks.0.attn.processor",
+        "transformer_blocks.1.attn.processor",
+    ]
     token = [fam.token_index(p, n) for p, n in zip(PROMPTS, NAMES)]
     assert token == ([8, 7] if object_token == "clip" else [77 + 7, 77 + 6])
     reference = run(fam, RecordingStore(), token)

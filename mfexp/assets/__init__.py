@@ -20,7 +20,7 @@ def load_tokenizer():
 
 
 def t5_tokenizer_path() -> Path:
-    """Folder of the small offline T5 (SentencePiece) tokenizer (built by ``python -m mfexp.toyworld.build_t5_tokenizer``)."""
+    """Folder of the small offline T5 (SentencePiece) tokenizer (``python -m mfexp.toyworld.build_t5_tokenizer``)."""
     return ASSETS_DIR / "t5_tokenizer"
 
 

@@ -47,9 +47,10 @@ def object_token_index(tokenizer, prompt: str, name: str, max_length: int | None
         if name_ids[-1] in ids:
             index = ids.index(name_ids[-1])
         else:
-            index = _offset_token_index(tokenizer, prompt, clean)
-            if index is None:
+            found = _offset_token_index(tokenizer, prompt, clean)
+            if found is None:
                 raise PromptError(f"the object token of {name!r} is not in the prompt {prompt!r}")
+            index = found
     limit = int(tokenizer.model_max_length if max_length is None else max_length)
     if index >= limit - 1:
         raise PromptError(f"the object token of {name!r} falls past the {limit}-token context")

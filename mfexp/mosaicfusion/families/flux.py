@@ -150,12 +150,14 @@ def tiny_pipeline(seed: int = 0, guidance_embeds: bool = False):
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=guidance_embeds, base_image_seq_len=256, max_image_seq_len=4096
     )
-    return eval_mode(FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=tiny_t5_encoder(t5_tokenizer, 32),
-        tokenizer_2=t5_tokenizer,
-        transformer=transformer,
-    ))
+    return eval_mode(
+        FluxPipeline(
+            scheduler=scheduler,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=tiny_t5_encoder(t5_tokenizer, 32),
+            tokenizer_2=t5_tokenizer,
+            transformer=transformer,
+        )
+    )

@@ -35,7 +35,8 @@ class MMDiTFamily:
         m = gcfg.model
         self.max_sequence_length = int(m.max_sequence_length)
         self.blocks = selected_blocks(
-            self.model, range(self._joint_count()) if m.joint_blocks is None else list(m.joint_blocks),
+            self.model,
+            range(self._joint_count()) if m.joint_blocks is None else list(m.joint_blocks),
             list(m.get("single_blocks") or []),
         )
         resolutions = [int(r) for r in gcfg.attention.resolutions]

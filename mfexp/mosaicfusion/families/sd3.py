@@ -125,14 +125,16 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
         scaling_factor=1.5035,
     )
     t5_tokenizer = load_t5_tokenizer() if t5 else None
-    return eval_mode(StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=load_tokenizer(),
-        text_encoder_3=tiny_t5_encoder(t5_tokenizer, 32) if t5 else None,
-        tokenizer_3=t5_tokenizer,
-    ))
+    return eval_mode(
+        StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            text_encoder_2=text_encoder_2,
+            tokenizer_2=load_tokenizer(),
+            text_encoder_3=tiny_t5_encoder(t5_tokenizer, 32) if t5 else None,
+            tokenizer_3=t5_tokenizer,
+        )
+    )

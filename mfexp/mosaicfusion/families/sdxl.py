@@ -148,12 +148,14 @@ def tiny_pipeline(seed: int = 0):
         steps_offset=1,
         timestep_spacing="leading",
     )
-    return eval_mode(StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=CLIPTextModel(clip_config()),
-        text_encoder_2=CLIPTextModelWithProjection(clip_config()),
-        tokenizer=tokenizer,
-        tokenizer_2=load_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-    ))
+    return eval_mode(
+        StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=CLIPTextModel(clip_config()),
+            text_encoder_2=CLIPTextModelWithProjection(clip_config()),
+            tokenizer=tokenizer,
+            tokenizer_2=load_tokenizer(),
+            unet=unet,
+            scheduler=scheduler,
+        )
+    )
