@@ -235,3 +235,25 @@ def test_sdxl_time_ids_encoding_and_capture_equals_hand_softmax():
     expected = softmax_column(q, k, token)
     for r in range(2):
         torch.testing.assert_close(store.region_maps(("m", r))[2].flatten(), expected[r], rtol=1e-4, atol=1e-6)
+
+
+def test_check_knows_each_familys_folder(tmp_path):
+    from mfexp.check import FAIL, OK, check_generator_weights
+
+    folder = tmp_path / "flux"
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    for comp in ("transformer", "vae", "text_encoder", "text_encoder_2"):
+        (folder / comp).mkdir()
+        (folder / comp / "config.json").write_text("{}")
+        (folder / comp / "model.safetensors").write_bytes(b"")
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text("{}")
+    (folder / "tokenizer").mkdir()
+    (folder / "tokenizer" / "tokenizer.json").write_text("{}")
+    (folder / "tokenizer_2").mkdir()
+    (folder / "tokenizer_2" / "spiece.model").write_bytes(b"")  # a T5 tokenizer
+    model = OmegaConf.create({"family": "flux", "path": str(folder), "allow_download": False})
+    assert check_generator_weights(model).status == OK
+    sdxl = check_generator_weights(OmegaConf.create({**model, "family": "sdxl"}))
+    assert sdxl.status == FAIL and "unet/" in sdxl.message
