@@ -159,7 +159,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         opt.step()
         sched.step()
         step += 1
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % cfg.log_every == 0:
             recent = np.mean(losses[-cfg.log_every :])
             print(f"step {step} loss {recent:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
