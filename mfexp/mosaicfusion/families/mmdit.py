@@ -32,6 +32,10 @@ class MMDiTFamily:
         self.stride = int(pipe.vae_scale_factor)
         self.align = self.stride * 2  # one token = 2x2 latent cells (SD3's patch, FLUX's packing)
         self.resolution = self.align
+        if str(gcfg.get("scheduler", "default")) != "default":
+            raise ValueError(
+                f"generator.scheduler={gcfg.scheduler}: SD3 and FLUX run their flow-matching scheduler (use default)"
+            )
         m = gcfg.model
         self.max_sequence_length = int(m.max_sequence_length)
         self.blocks = selected_blocks(
