@@ -28,6 +28,18 @@ GPU_FREE_GIB = {"paper": 12.0, "toy": 1.0}  # free memory per GPU used
 LOG_DIR_FREE_GIB = {"paper": 20.0, "toy": 1.0}  # run folders: synthetic set, checkpoints, predictions
 CACHE_DIR_FREE_GIB = {"paper": 2.0, "toy": 0.5}  # generated datasets, built wheels
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+_TWO_TEXT = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+# the folders of a diffusers pipeline of each generator.model.family (SD3's T5, text_encoder_3, is optional)
+FAMILY_COMPONENTS = {
+    "unet": SD_COMPONENTS,
+    "sdxl": ("unet", *_TWO_TEXT),
+    "sd3": ("transformer", *_TWO_TEXT),
+    "flux": ("transformer", *_TWO_TEXT),
+}
+# free GPU memory per family at paper scale (GiB): the weights in the config's dtype plus room for a batch of
+# regions; estimates from the parameter counts (SDXL 3.5 B in fp16, SD3.5 Medium 2.5 B + T5-XXL 4.7 B in bf16,
+# FLUX.1 12 B + T5-XXL 4.7 B in bf16), not measured here
+FAMILY_GPU_FREE_GIB = {"unet": 12.0, "sdxl": 16.0, "sd3": 24.0, "flux": 40.0}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -130,18 +142,18 @@ def check_dataset(cfg) -> Check:
 # --- text-to-image weights ----------------------------------------------------------------------------------------
 
 
-def sd_folder_problems(folder: Path) -> list[str]:
-    """What a diffusers Stable Diffusion 1.x folder lacks (empty list: looks complete)."""
+def sd_folder_problems(folder: Path, family: str = "unet") -> list[str]:
+    """What a diffusers pipeline folder of `family` lacks (empty list: looks complete)."""
     if not (folder / "model_index.json").is_file():
         return ["model_index.json"]
     problems = []
-    for comp in SD_COMPONENTS:
+    for comp in FAMILY_COMPONENTS[family]:
         sub = folder / comp
         if not sub.is_dir():
             problems.append(f"{comp}/")
-        elif comp == "tokenizer":  # a fast tokenizer's tokenizer.json, or a slow one's vocab.json + merges.txt
-            if not (sub / "tokenizer.json").is_file():
-                problems += [f"tokenizer/{f}" for f in ("vocab.json", "merges.txt") if not (sub / f).is_file()]
+        elif comp.startswith("tokenizer"):  # tokenizer.json, a CLIP's vocab.json + merges.txt or a T5's spiece.model
+            if not (sub / "tokenizer.json").is_file() and not (sub / "spiece.model").is_file():
+                problems += [f"{comp}/{f}" for f in ("vocab.json", "merges.txt") if not (sub / f).is_file()]
         elif comp == "scheduler":
             if not (sub / "scheduler_config.json").is_file():
                 problems.append("scheduler/scheduler_config.json")
@@ -161,11 +173,12 @@ def _looks_like_path(s: str) -> bool:
 def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Check:
     """generator.model.path: the shipped toy model, a built-in random one, a local diffusers folder or a hub id."""
     path = model_cfg.get("path")
-    hub_id = "CompVis/stable-diffusion-v1-4"
-    fix_dl = (
-        f"hf download {hub_id} --local-dir models/stable-diffusion-v1-4 (file filters: docs/lvis.md), then "
-        "generator.model.path=models/stable-diffusion-v1-4"
-    )
+    family = str(model_cfg.get("family", "unet"))
+    if family not in FAMILY_COMPONENTS:
+        return Check("generator", FAIL, f"generator.model.family={family!r}: not one of {', '.join(FAMILY_COMPONENTS)}")
+    hub_id = "CompVis/stable-diffusion-v1-4" if family == "unet" else str(path)
+    local = "models/" + hub_id.rsplit("/", 1)[-1]
+    fix_dl = f"hf download {hub_id} --local-dir {local} (file filters: docs/lvis.md), then generator.model.path={local}"
     if path is None:
         from mfexp.assets import toy_t2i_path
 
@@ -179,15 +192,15 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
             )
         return Check("generator", OK, "toy text-to-image model (shipped weights)")
     if path == "tiny_random":
-        return Check("generator", OK, "tiny random pipeline (built from config)")
+        return Check("generator", OK, f"tiny random {family} pipeline (built from config)")
     folder = Path(str(path)).expanduser()
     if folder.is_dir():
-        problems = sd_folder_problems(folder)
+        problems = sd_folder_problems(folder, family)
         if problems:
             return Check(
                 "generator",
                 FAIL,
-                f"{folder} is not a complete diffusers SD folder: missing {', '.join(problems)}",
+                f"{folder} is not a complete diffusers {family} folder: missing {', '.join(problems)}",
                 fix_dl,
             )
         return Check("generator", OK, f"diffusers pipeline folder {folder}")
@@ -439,7 +452,9 @@ def run_checks(cfg) -> list[Check]:
     else:
         pretrained = Check("pretrained", SKIP, "no train stage")
     checks = [check_config(cfg), check_versions(), check_dataset(cfg), generator, pretrained]
-    gpu = check_gpu(cfg.trainer, paper)
+    family = str(OmegaConf.select(cfg, "generator.model.family", default="unet"))
+    min_free = FAMILY_GPU_FREE_GIB.get(family) if paper and "generate" in stages else None
+    gpu = check_gpu(cfg.trainer, paper, min_free)
     acc = str(cfg.trainer.get("accelerator", "auto")).lower()
     checks += [
         check_mmcv_ops(["cpu"] if acc == "cpu" else None),

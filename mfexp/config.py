@@ -51,6 +51,13 @@ ModelConfig = schema(
     batch_size=int,
 )
 TinyRandomModelConfig = schema("TinyRandomModelConfig", ModelConfig, seed=int, size=str)
+# the MM-DiT families (sd3, flux): T5 context, which tokenizer's token is the object token, the captured blocks
+MMDiTModelConfig = schema(
+    "MMDiTModelConfig", ModelConfig,
+    max_sequence_length=int, object_token=str, joint_blocks=list[int] | None, single_blocks=list[int],
+    true_cfg_scale=float,
+)
+TinyMMDiTModelConfig = schema("TinyMMDiTModelConfig", MMDiTModelConfig, seed=int, size=str)
 AttentionConfig = schema("AttentionConfig", resolutions=list[int], blocks=list[str], steps=list[int | None])
 BilateralConfig = schema(
     "BilateralConfig",
@@ -147,6 +154,8 @@ def register() -> None:
     cs.store(group="schema/dataset", name="toyworld", node=ToyWorldConfig)
     cs.store(group="schema/dataset", name="lvis", node=LvisConfig)
     cs.store(group="schema/detector", name="epoch_detector", node=EpochDetectorConfig)
+    cs.store(group="schema/generator/model", name="mmdit", node=MMDiTModelConfig)
+    cs.store(group="schema/generator/model", name="tiny_mmdit", node=TinyMMDiTModelConfig)
 
 
 register()

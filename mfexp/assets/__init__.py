@@ -1,4 +1,4 @@
-"""Files shipped with the package: the offline CLIP tokenizer fixture and the toy text-to-image weights."""
+"""Files shipped with the package: the offline CLIP and T5 tokenizer fixtures and the toy text-to-image weights."""
 
 from __future__ import annotations
 
@@ -17,6 +17,18 @@ def load_tokenizer():
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer.from_pretrained(str(tokenizer_path()))
+
+
+def t5_tokenizer_path() -> Path:
+    """Folder of the small offline T5 (SentencePiece) tokenizer (``python -m mfexp.toyworld.build_t5_tokenizer``)."""
+    return ASSETS_DIR / "t5_tokenizer"
+
+
+def load_t5_tokenizer():
+    """The offline T5 tokenizer (a ``transformers.T5TokenizerFast`` read from its ``tokenizer.json``)."""
+    from transformers import T5TokenizerFast
+
+    return T5TokenizerFast.from_pretrained(str(t5_tokenizer_path()))
 
 
 def toy_t2i_path() -> Path:

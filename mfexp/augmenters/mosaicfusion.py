@@ -106,7 +106,8 @@ class MosaicIndices(pl.LightningDataModule):
 class MosaicFusionModule(pl.LightningModule):
     def __init__(self, pipe, generator: MosaicFusionGenerator, main: list, mixed: list, seed: int):
         super().__init__()
-        self.models = torch.nn.ModuleDict({"unet": pipe.unet, "vae": pipe.vae, "text_encoder": pipe.text_encoder})
+        # every network of the pipeline (denoiser, VAE, text encoders), so that Lightning moves them to the device
+        self.models = torch.nn.ModuleDict({k: v for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)})
         self.generator, self.main, self.mixed, self.seed = generator, main, mixed, seed
 
     def predict_step(self, batch, batch_idx):

@@ -1,5 +1,5 @@
-"""Load a Stable Diffusion 1.x pipeline: a local folder, a hub id (when allowed), the shipped toy model, or a tiny
-seeded random pipeline built from config."""
+"""Load a pipeline of a denoiser family (SD 1.x, SDXL, SD3, FLUX): a local folder, a hub id (when allowed), the
+shipped toy model, or a tiny seeded random pipeline built from config."""
 
 from __future__ import annotations
 
@@ -27,46 +27,82 @@ def check_device_dtype(dtype: str, accelerator: str) -> None:
         )
 
 
-def load_pipeline(model_cfg, dtype: str):
-    """A diffusers StableDiffusionPipeline for `generator.model` (no safety checker), its weights in `dtype`
-    (`generator.dtype`: fp32 | fp16 | bf16)."""
-    from diffusers import StableDiffusionPipeline
+PIPELINE_CLASSES = {  # generator.model.family -> the diffusers pipeline class it loads
+    "unet": "StableDiffusionPipeline",
+    "sdxl": "StableDiffusionXLPipeline",
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+}
 
+
+def pipeline_class(family: str):
+    if family not in PIPELINE_CLASSES:
+        raise ValueError(f"generator.model.family must be one of {', '.join(PIPELINE_CLASSES)}, got {family!r}")
+    import diffusers
+
+    return getattr(diffusers, PIPELINE_CLASSES[family])
+
+
+def _extra_kwargs(family: str) -> dict:
+    """SD 1.x pipelines are loaded without their safety checker."""
+    return {"safety_checker": None, "requires_safety_checker": False} if family == "unet" else {}
+
+
+def tiny_family_pipeline(family: str, seed: int, size: str):
+    """The tiny seeded random pipeline of a family (`generator.model.path=tiny_random`)."""
+    if family == "unet":
+        return tiny_random_pipeline(seed, size)
+    if family == "sdxl":
+        from .families.sdxl import tiny_pipeline
+
+        return tiny_pipeline(seed)
+    if family == "sd3":
+        from .families.sd3 import tiny_pipeline as tiny_sd3
+
+        return tiny_sd3(seed, t5=size != "tiny_no_t5")
+    if family == "flux":
+        from .families.flux import tiny_pipeline as tiny_flux
+
+        return tiny_flux(seed, guidance_embeds=size == "tiny_dev")
+    raise ValueError(f"generator.model.family must be one of {', '.join(PIPELINE_CLASSES)}, got {family!r}")
+
+
+def load_pipeline(model_cfg, dtype: str):
+    """The diffusers pipeline of `generator.model` (its `family`: unet -> StableDiffusionPipeline without safety
+    checker, sdxl -> StableDiffusionXLPipeline, sd3 -> StableDiffusion3Pipeline, flux -> FluxPipeline), its weights
+    in `dtype` (`generator.dtype`: fp32 | fp16 | bf16)."""
+    family = str(model_cfg.get("family", "unet"))
+    cls = pipeline_class(family)
     path = model_cfg.path
     dtype = torch_dtype(dtype)
     if path == "tiny_random":
-        pipe = tiny_random_pipeline(model_cfg.seed, model_cfg.size)
+        pipe = tiny_family_pipeline(family, model_cfg.seed, model_cfg.size)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
     if path is None:
         from mfexp.assets import toy_t2i_path
 
         path = toy_t2i_path()
     if Path(path).is_dir():
-        return load_folder(path, dtype)
+        return load_folder(path, dtype, family)
     if not model_cfg.allow_download or os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(
             f"model {path!r} is not a local folder and hub downloads are off: download it "
             f"(huggingface-cli download {path} --local-dir DIR) and set generator.model.path=DIR, "
             "or set generator.model.allow_download=true"
         )
-    return StableDiffusionPipeline.from_pretrained(
-        path, revision=model_cfg.revision, safety_checker=None, requires_safety_checker=False, dtype=dtype
-    )
+    return cls.from_pretrained(path, revision=model_cfg.revision, dtype=dtype, **_extra_kwargs(family))
 
 
-def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
-    """A local diffusers pipeline folder (the shipped toy model, a downloaded SD) as a StableDiffusionPipeline;
+def load_folder(path: str | os.PathLike, dtype: torch.dtype = torch.float32, family: str = "unet"):
+    """A local diffusers pipeline folder (the shipped toy model, a downloaded model) as the family's pipeline;
     a folder that is not one, or whose weights are corrupt or incomplete, is a one-line error."""
-    from diffusers import StableDiffusionPipeline
-
+    cls = pipeline_class(family)
     if not (Path(path) / "model_index.json").is_file():
         raise FileNotFoundError(
             f"generator.model.path={path} is a folder without model_index.json (not a diffusers pipeline)"
         )
     try:
-        return StableDiffusionPipeline.from_pretrained(
-            path, local_files_only=True, safety_checker=None, requires_safety_checker=False, dtype=dtype
-        )
+        return cls.from_pretrained(path, local_files_only=True, dtype=dtype, **_extra_kwargs(family))
     except Exception as e:  # safetensors / json / shape errors all mean the same thing to the user
         msg = " ".join(str(e).split())[:200]
         raise ValueError(

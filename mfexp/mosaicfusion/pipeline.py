@@ -69,6 +69,12 @@ def plan_mosaic(
     return plan
 
 
+def scale_model_input(scheduler, latents: torch.Tensor, t) -> torch.Tensor:
+    """The scheduler's input scaling (Euler, LMS: divided by sqrt(sigma^2 + 1)); flow-matching schedulers have none."""
+    scale = getattr(scheduler, "scale_model_input", None)
+    return latents if scale is None else scale(latents, t)
+
+
 DECODE_MODES = ("canvas", "regions")
 DECODE_PIXELS = 2**21  # image pixels per VAE decode call (a batch of canvases or regions is split to stay below)
 
@@ -160,7 +166,8 @@ class MosaicFusionGenerator:
             sched = copy.deepcopy(self.pipe.scheduler)
             fam.set_timesteps(sched, steps, nominal)
             noise = torch.cat([fam.initial_noise(hw, plans[m].seed) for m in ms])
-            schedulers[hw], latents[hw] = sched, (noise * sched.init_noise_sigma).to(fam.device, fam.dtype)
+            sigma = getattr(sched, "init_noise_sigma", 1.0)  # flow matching starts at sigma 1
+            schedulers[hw], latents[hw] = sched, (noise * sigma).to(fam.device, fam.dtype)
 
         buckets = defaultdict(list)  # latent region shape -> [(mosaic, region)], one denoiser call per step
         for m, plan in enumerate(plans):
@@ -172,7 +179,7 @@ class MosaicFusionGenerator:
         }
         timesteps = next(iter(schedulers.values())).timesteps
         for step, t in enumerate(timesteps):
-            model_in = {hw: schedulers[hw].scale_model_input(lat, t) for hw, lat in latents.items()}
+            model_in = {hw: scale_model_input(schedulers[hw], lat, t) for hw, lat in latents.items()}
             eps = {hw: torch.zeros_like(lat) for hw, lat in latents.items()}
             wsum = {hw: torch.zeros_like(lat[:, :1]) for hw, lat in latents.items()}
             for shape, members in buckets.items():

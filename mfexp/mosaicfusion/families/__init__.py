@@ -12,6 +12,9 @@ from mfexp.targets import locate
 # family name -> its class, by dotted path (imported when chosen)
 FAMILIES = {
     "unet": "mfexp.mosaicfusion.families.unet.UNetFamily",
+    "sdxl": "mfexp.mosaicfusion.families.sdxl.SDXLFamily",
+    "sd3": "mfexp.mosaicfusion.families.sd3.SD3Family",
+    "flux": "mfexp.mosaicfusion.families.flux.FluxFamily",
 }
 
 
@@ -37,7 +40,8 @@ class Family:
         raise NotImplementedError
 
     def initial_noise(self, latent_hw: tuple[int, int], seed: int) -> torch.Tensor:
-        """The canvas's initial noise (1, C, h, w), unpacked, from `seed` alone (on the CPU, so devices agree)."""
+        """The canvas's standard normal noise (1, C, h, w), unpacked, from `seed` alone, on the CPU (so devices
+        agree); the pipeline scales it by the scheduler's `init_noise_sigma` and moves it to the device."""
         raise NotImplementedError
 
     def set_timesteps(self, scheduler, steps: int, latent_hw: tuple[int, int]) -> None:

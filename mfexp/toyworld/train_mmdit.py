@@ -1,0 +1,195 @@
+"""Train the toy MM-DiT: a small SD3-architecture transformer on the toy world's caption corpus (issue 22 item 5).
+
+    python -m mfexp.toyworld.train_mmdit [--out DIR] [--steps N] [--batch-size B] [--threads T] ...
+
+The shipped toy model's VAE (stride 4: 64 px images -> 16x16x4 latents), tokenizer and CLIP text encoder are
+reused, frozen; the text encoder is loaded as a `CLIPTextModelWithProjection` (its projection random and frozen)
+and serves as both of SD3's CLIP encoders, with no T5 (zeros, as diffusers does without `text_encoder_3`). Only the
+`SD3Transformer2DModel` is trained, with rectified flow matching: x_s = (1 - s) x0 + s noise, s ~ logit-normal,
+target noise - x0; 10 % of the captions are dropped to "" (classifier-free guidance). Data: the same uniform
+single-object corpus as the toy UNet (`train_t2i`), rendered on the fly.
+
+Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
+optimizer state with the step and losses; a run started on the same `--out` goes on from there. At the end the
+pipeline is saved to `<out>` (`StableDiffusion3Pipeline` folder, safetensors) with `toy_mmdit.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mfexp.toyworld.train_t2i import render_batch
+from mfexp.toyworld.world import build_categories, caption
+
+
+@dataclass
+class MMDiTTrainConfig:
+    out: str = "toy_mmdit_run"
+    seed: int = 0
+    threads: int = 2
+    steps: int = 4000
+    batch_size: int = 32
+    lr: float = 3e-4
+    warmup: int = 100
+    caption_dropout: float = 0.1
+    def_prob: float = 0.5
+    ckpt_every: int = 200
+    log_every: int = 50
+    layers: int = 6
+    heads: int = 4
+    head_dim: int = 32
+    max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
+
+
+def build_pipeline(cfg: MMDiTTrainConfig):
+    """The toy SD3 pipeline: the toy model's frozen VAE / tokenizer / CLIP, a fresh transformer."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+    from mfexp.assets import toy_t2i_path
+
+    toy = toy_t2i_path()
+    vae = AutoencoderKL.from_pretrained(toy / "vae")
+    tokenizer = CLIPTokenizer.from_pretrained(toy / "tokenizer")
+    torch.manual_seed(cfg.seed)
+    text = CLIPTextModelWithProjection.from_pretrained(toy / "text_encoder")  # the projection is new (random)
+    width = text.config.hidden_size
+    transformer = SD3Transformer2DModel(
+        sample_size=16,
+        patch_size=2,
+        in_channels=vae.config.latent_channels,
+        out_channels=vae.config.latent_channels,
+        num_layers=cfg.layers,
+        attention_head_dim=cfg.head_dim,
+        num_attention_heads=cfg.heads,
+        joint_attention_dim=2 * width,  # both CLIPs side by side (the T5 width when there is a T5)
+        caption_projection_dim=cfg.heads * cfg.head_dim,
+        pooled_projection_dim=2 * text.config.projection_dim,
+        pos_embed_max_size=16,
+        qk_norm="rms_norm",
+    )
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+        vae=vae,
+        text_encoder=text,
+        tokenizer=tokenizer,
+        text_encoder_2=text,
+        tokenizer_2=tokenizer,
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+    for module in (vae, text):
+        module.eval().requires_grad_(False)
+    return pipe
+
+
+def caption_bank(pipe, names: list[str], max_sequence_length: int):
+    """Text embeddings of every caption form of every category, and of "" (computed once: the encoders are frozen)."""
+    prompts = [caption(n, with_def) for n in names for with_def in (False, True)] + [""]
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(
+            prompts,
+            None,
+            None,
+            device="cpu",
+            do_classifier_free_guidance=False,
+            max_sequence_length=max_sequence_length,
+        )
+    return embeds, pooled
+
+
+def train(cfg: MMDiTTrainConfig) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    ckpt = out / "checkpoint"
+    pipe = build_pipeline(cfg)
+    model, vae = pipe.transformer, pipe.vae
+    names = [c["name"] for c in build_categories()]
+    embeds, pooled = caption_bank(pipe, names, cfg.max_sequence_length)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    step, losses = 0, []
+    if (ckpt / "state.json").is_file():
+        model.load_state_dict(load_file(str(ckpt / "transformer.safetensors")))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        state = json.loads((ckpt / "state.json").read_text())
+        step, losses = state["step"], state["losses"]
+        print(f"resumed at step {step}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
+    scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
+    model.train()
+    t0 = time.time()
+    while step < cfg.steps:
+        rng = np.random.default_rng((cfg.seed, step))  # data of step k is the same however often the run resumes
+        cats = rng.integers(len(names), size=cfg.batch_size)
+        images, _ = render_batch([names[c] for c in cats], 64, rng)
+        with torch.no_grad():
+            x0 = (vae.encode(images).latent_dist.sample() - shift) * scale
+        row = torch.from_numpy(2 * cats + (rng.random(cfg.batch_size) < cfg.def_prob))
+        row[torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)] = len(embeds) - 1
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        noise = torch.randn(x0.shape, generator=gen)
+        s = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))[:, None, None, None]  # logit-normal
+        xs = (1 - s) * x0 + s * noise
+        pred = model(
+            hidden_states=xs,
+            timestep=s.flatten() * 1000,
+            encoder_hidden_states=embeds[row],
+            pooled_projections=pooled[row],
+            return_dict=False,
+        )[0]
+        loss = torch.nn.functional.mse_loss(pred, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        losses.append(loss.item())
+        if step % cfg.log_every == 0:
+            recent = np.mean(losses[-cfg.log_every :])
+            print(f"step {step} loss {recent:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            ckpt.mkdir(parents=True, exist_ok=True)
+            save_file(model.state_dict(), str(ckpt / "transformer.safetensors"))
+            torch.save(opt.state_dict(), ckpt / "optimizer.pt")
+            (ckpt / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+    model.eval()
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    info = {
+        "config": asdict(cfg),
+        "steps": step,
+        "loss_first_50": np.mean(losses[:50]),
+        "loss_last_50": np.mean(losses[-50:]),
+    }
+    (out / "toy_mmdit.json").write_text(json.dumps(info, indent=1))
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> MMDiTTrainConfig:
+    p = argparse.ArgumentParser(description="Train the toy MM-DiT (see module docstring).")
+    for k, v in asdict(MMDiTTrainConfig()).items():
+        p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
+    return MMDiTTrainConfig(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    print(train(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
