@@ -9,6 +9,12 @@ and serves as both of SD3's CLIP encoders, with no T5 (zeros, as diffusers does 
 target noise - x0; 10 % of the captions are dropped to "" (classifier-free guidance). Data: the same uniform
 single-object corpus as the toy UNet (`train_t2i`), rendered on the fly.
 
+Grounding loss (unless `--attn-loss-weight 0`), as the toy UNet's: in every joint block, the image queries'
+attention probability of the shape and the colour token (softmax over all keys, image and text, mean over heads --
+the quantity MosaicFusion's capture reads) should lie on the object's mask, which the renderer knows:
+1 - soft Dice(map / max(map), mask) + token mass outside the mask. A stand-in for what web-scale pretraining gives
+the real SD3 models: a toy trained on a few thousand steps has no reason to ground its tokens otherwise.
+
 Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
 optimizer state with the step and losses; a run started on the same `--out` goes on from there. At the end the
 pipeline is saved to `<out>` (`StableDiffusion3Pipeline` folder, safetensors) with `toy_mmdit.json`.
@@ -24,8 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from mfexp.toyworld.train_t2i import render_batch
+from mfexp.mosaicfusion.families.mmdit_attention import token_probability
+from mfexp.toyworld.train_t2i import CaptionTable, render_batch
 from mfexp.toyworld.world import build_categories, caption
 
 
@@ -46,6 +54,8 @@ class MMDiTTrainConfig:
     heads: int = 4
     head_dim: int = 32
     max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
+    attn_loss_weight: float = 0.1
+    keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
 
 
 def build_pipeline(cfg: MMDiTTrainConfig):
@@ -111,6 +121,50 @@ def caption_bank(pipe, names: list[str], max_sequence_length: int):
     return embeds, pooled
 
 
+class GroundingCapture:
+    """Wraps a joint block's processor (SD3 key layout [image, text]); with `token_pos` set (rows, tokens) it keeps,
+    with grad, the image queries' probability of those text tokens: `maps[name]` (rows, tokens, image tokens)."""
+
+    def __init__(self, original, maps: dict, name: str):
+        self.original, self.maps, self.name = original, maps, name
+        self.token_pos: torch.Tensor | None = None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
+        out = self.original(attn, hidden_states, encoder_hidden_states, attention_mask)
+        if self.token_pos is not None:
+            d = attn.to_k.out_features // attn.heads
+
+            def heads(x, norm):
+                x = x.unflatten(-1, (-1, d)).transpose(1, 2)
+                return x if norm is None else norm(x)
+
+            q = heads(attn.to_q(hidden_states), attn.norm_q)
+            k = heads(attn.to_k(hidden_states), attn.norm_k)
+            ck = heads(attn.add_k_proj(encoder_hidden_states), attn.norm_added_k)
+            n_img = q.shape[2]
+            keys = torch.cat([k, ck], 2)
+            maps = [token_probability(q, keys, n_img + pos) / attn.heads for pos in self.token_pos.T]
+            self.maps[self.name] = torch.stack(maps, 1)
+        return out
+
+
+def grounding_loss(maps: dict, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over blocks and tokens of 1 - soft Dice(map / max, mask) + the map's mass outside the mask, over the
+    rows with a caption (`valid`); `masks` (rows, 1, H, W) in [0, 1]."""
+    if not bool(valid.any()):
+        return torch.zeros(())
+    losses = []
+    for p in maps.values():  # (rows, tokens, n)
+        side = int(round(p.shape[-1] ** 0.5))
+        m = F.adaptive_avg_pool2d(masks, side).flatten(1)[:, None]  # (rows, 1, n)
+        a = p / (p.amax(-1, keepdim=True) + 1e-8)
+        dice = 2 * (a * m).sum(-1) / (a.sum(-1) + m.sum(-1) + 1e-6)
+        outside = 1 - (p * m).sum(-1) / (p.sum(-1) + 1e-8)
+        per_row = (1 - dice + outside).mean(1)
+        losses.append((per_row * valid).sum() / valid.sum())
+    return torch.stack(losses).mean()
+
+
 def train(cfg: MMDiTTrainConfig) -> Path:
     from safetensors.torch import load_file, save_file
 
@@ -121,13 +175,22 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     model, vae = pipe.transformer, pipe.vae
     names = [c["name"] for c in build_categories()]
     embeds, pooled = caption_bank(pipe, names, cfg.max_sequence_length)
+    table = CaptionTable(pipe.tokenizer, names)  # same caption order as caption_bank: row 2 * category + with_def
+    token_pos = torch.cat([torch.stack([table.shape_pos.flatten(), table.colour_pos.flatten()], 1), torch.zeros(1, 2)])
+    maps: dict = {}
+    captures = []
+    if cfg.attn_loss_weight > 0:
+        original = dict(model.attn_processors)
+        wrapped = {n: GroundingCapture(p, maps, n) for n, p in original.items()}
+        captures = list(wrapped.values())
+        model.set_attn_processor(wrapped)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    step, losses = 0, []
+    step, losses, attn_losses = 0, [], []
     if (ckpt / "state.json").is_file():
         model.load_state_dict(load_file(str(ckpt / "transformer.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         state = json.loads((ckpt / "state.json").read_text())
-        step, losses = state["step"], state["losses"]
+        step, losses, attn_losses = state["step"], state["losses"], state.get("attn_losses", [])
         print(f"resumed at step {step}")
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
@@ -136,7 +199,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     while step < cfg.steps:
         rng = np.random.default_rng((cfg.seed, step))  # data of step k is the same however often the run resumes
         cats = rng.integers(len(names), size=cfg.batch_size)
-        images, _ = render_batch([names[c] for c in cats], 64, rng)
+        images, masks = render_batch([names[c] for c in cats], 64, rng)
         with torch.no_grad():
             x0 = (vae.encode(images).latent_dist.sample() - shift) * scale
         row = torch.from_numpy(2 * cats + (rng.random(cfg.batch_size) < cfg.def_prob))
@@ -145,6 +208,8 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         noise = torch.randn(x0.shape, generator=gen)
         s = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))[:, None, None, None]  # logit-normal
         xs = (1 - s) * x0 + s * noise
+        for c in captures:
+            c.token_pos = token_pos[row].long()
         pred = model(
             hidden_states=xs,
             timestep=s.flatten() * 1000,
@@ -152,23 +217,37 @@ def train(cfg: MMDiTTrainConfig) -> Path:
             pooled_projections=pooled[row],
             return_dict=False,
         )[0]
-        loss = torch.nn.functional.mse_loss(pred, noise - x0)
+        loss = flow_loss = F.mse_loss(pred, noise - x0)
+        if captures:
+            attn_loss = grounding_loss(maps, masks, (row != len(embeds) - 1).float())
+            loss = loss + cfg.attn_loss_weight * attn_loss
+            attn_losses.append(attn_loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         step += 1
-        losses.append(loss.item())
+        losses.append(flow_loss.item())
         if step % cfg.log_every == 0:
             recent = np.mean(losses[-cfg.log_every :])
-            print(f"step {step} loss {recent:.4f} ({(time.time() - t0) / 60:.1f} min)", flush=True)
+            grounding = np.mean(attn_losses[-cfg.log_every :]) if attn_losses else 0.0
+            print(
+                f"step {step} loss {recent:.4f} attn_loss {grounding:.4f} ({(time.time() - t0) / 60:.1f} min)",
+                flush=True,
+            )
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             ckpt.mkdir(parents=True, exist_ok=True)
             save_file(model.state_dict(), str(ckpt / "transformer.safetensors"))
             torch.save(opt.state_dict(), ckpt / "optimizer.pt")
-            (ckpt / "state.json").write_text(json.dumps({"step": step, "losses": losses}))
+            state = {"step": step, "losses": losses, "attn_losses": attn_losses}
+            (ckpt / "state.json").write_text(json.dumps(state))
+        if cfg.keep_every and step % cfg.keep_every == 0:
+            (out / "snapshots").mkdir(parents=True, exist_ok=True)
+            save_file(model.state_dict(), str(out / "snapshots" / f"transformer_{step}.safetensors"))
     model.eval()
+    if captures:
+        model.set_attn_processor(original)
     pipe.save_pretrained(str(out), safe_serialization=True)
     info = {
         "config": asdict(cfg),
