@@ -16,12 +16,14 @@
     or side), per region size, per neighbour colour, and as a colour confusion table (requested -> classified).
 
     python benchmarks/toy_quality.py [--mosaics 48] [--per-category 1] [--steps 25] [--guidance 2 3 4]
-                                     [--model-path DIR] [--n 1 2 4] [--out results.json]
+                                     [--model toy|toy_mmdit] [--model-path DIR] [--n 1 2 4] [--out results.json]
                                      [--pool all|dataset] [--set generator.KEY=VALUE ...] [--classifier FILE]
                                      [--misclassified grid.png]
 
-``--model-path`` evaluates another exported toy pipeline (e.g. the output of ``python -m mfexp.toyworld.train_t2i``)
-instead of the shipped weights. ``--per-category K`` draws K single objects per category for (a) (one sample per
+``--model toy_mmdit`` measures the toy MM-DiT (SD3 family) instead of the toy UNet. ``--model-path`` evaluates another
+exported toy pipeline (e.g. the output of ``python -m mfexp.toyworld.train_t2i``, or a toy MM-DiT checkpoint exported
+with ``python -m mfexp.toyworld.toy_mmdit CKPT DIR --full``) instead of the shipped weights.
+``--per-category K`` draws K single objects per category for (a) (one sample per
 category gives a +-5-point spread). Several ``--guidance`` values measure (a) for each with the same classifier and
 seeds; (b), (c) and (d) use the first. ``--pool dataset`` draws the mosaics' categories as the generate stage does
 (main: the dataset's rare ones, the others from r, c, f of its train annotations); ``all`` (default) cycles the main
@@ -196,14 +198,15 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 0.0
 
 
-def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=(), mixed=None):
+def run_mosaics(pipe, cats, n: int, count: int, steps: int, seed: int, extra=(), mixed=None, model="toy"):
     """``count`` mosaics through the generate stage's own generator (plan + diffuse + masks), main category cycling
-    over ``cats``, the others drawn from ``mixed`` (default: ``cats``); seeds ``seed + i``."""
+    over ``cats``, the others drawn from ``mixed`` (default: ``cats``); seeds ``seed + i``; ``model`` is the
+    generator/model config of ``pipe``."""
     from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
 
     cfg = compose(
         [
-            "generator/model=toy",
+            f"generator/model={model}",
             f"generator.num_objects={n}",
             f"generator.num_inference_steps={steps}",
             "synthetic.images_per_category=1",
@@ -405,6 +408,7 @@ def main():
     p.add_argument("--guidance", type=float, nargs="+", default=None, help="guidance scale(s) (default: the model's)")
     p.add_argument("--epochs", type=int, default=20, help="classifier epochs")
     p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--model", default="toy", help="generator/model config: toy (the toy UNet) or toy_mmdit")
     p.add_argument("--model-path", type=Path, help="toy pipeline folder (default: the shipped weights)")
     p.add_argument("--n", type=int, nargs="+", default=[1, 2, 4], help="objects per mosaic to measure (1 always runs)")
     p.add_argument("--out", type=Path)
@@ -435,7 +439,7 @@ def main():
     for c in cats:
         c["frequency"] = "r"
     model = [f"generator.model.path={args.model_path.resolve()}"] if args.model_path else []
-    cfg = compose(["generator/model=toy", *model, *args.overrides])
+    cfg = compose([f"generator/model={args.model}", *model, *args.overrides])
     steps = args.steps or int(cfg.generator.num_inference_steps)
     pipe = set_scheduler(load_pipeline(cfg.generator.model, cfg.generator.dtype), cfg.generator.scheduler)
     if args.classifier and args.classifier.exists():
@@ -452,12 +456,12 @@ def main():
         from mfexp.data import prepare_dataset
         from mfexp.lvis import load_categories, select_categories
 
-        full = compose(["generator/model=toy", *model])
+        full = compose([f"generator/model={args.model}", *model])
         pool = load_categories(prepare_dataset(full.dataset)["train_json"])
         main_cats = select_categories(pool, full.synthetic.main_frequency, "main")
         mixed_cats = select_categories(pool, full.synthetic.mixed_frequency, "mixed")
     report = {
-        "model": str(args.model_path or "shipped"),
+        "model": f"{args.model}: {args.model_path or 'shipped'}",
         "classifier_accuracy_on_real_crops": round(real_acc, 4),
         "classifier_accuracy_on_vae_roundtrip": round(vae_roundtrip_accuracy(net, pipe.vae, cats, 3, args.seed + 1), 4),
         "steps": steps,
@@ -485,6 +489,7 @@ def main():
             args.seed,
             [*args.overrides, f"generator.guidance_scale={g}"],
             mixed_cats,
+            args.model,
         )
         report["fidelity"][str(g)] = single_object_fidelity(net, cats, runs[g][0])
         print(f"guidance {g}: {json.dumps(report['fidelity'][str(g)])}", file=sys.stderr, flush=True)
@@ -510,6 +515,7 @@ def main():
                 args.seed,
                 [*args.overrides, f"generator.guidance_scale={guidances[0]}"],
                 mixed_cats,
+                args.model,
             )
         )
         kept_ious, regions = [], 0
@@ -534,7 +540,8 @@ def main():
         report[f"N{n}"]["regions"] = summarise_regions(recs, tuple(cfg.generator.region_size))
         report[f"N{n}"]["region_records"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in recs]
         print(
-            f"N={n}: kept {report[f'N{n}']['kept']}/{len(results)}, region fidelity "
+            f"N={n}: kept {report[f'N{n}']['kept']}/{len(results)}, mask mIoU {report[f'N{n}']['mask_mIoU_kept']}, "
+            f"region fidelity "
             f"{report[f'N{n}']['regions'].get('fidelity')} (reference crop "
             f"{report[f'N{n}']['regions'].get('fidelity_reference_crop')})",
             file=sys.stderr,

@@ -183,6 +183,12 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
         from mfexp.assets import toy_t2i_path
 
         problems = sd_folder_problems(toy_t2i_path())
+        if family == "sd3":  # the toy MM-DiT: its transformer around the toy UNet model's VAE and text encoder
+            from mfexp.assets import toy_mmdit_path
+
+            mmdit = toy_mmdit_path()
+            wanted = ("transformer/config.json", "transformer/diffusion_pytorch_model.safetensors")
+            problems += [f for f in (*wanted, "text_projection.safetensors") if not (mmdit / f).is_file()]
         if problems:
             return Check(
                 "generator",
@@ -190,7 +196,8 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
                 f"shipped toy weights incomplete: {', '.join(problems)}",
                 "reinstall the package (bash scripts/setup.sh) or retrain: python -m mfexp.toyworld.train_t2i",
             )
-        return Check("generator", OK, "toy text-to-image model (shipped weights)")
+        what = "toy MM-DiT" if family == "sd3" else "toy text-to-image model"
+        return Check("generator", OK, f"{what} (shipped weights)")
     if path == "tiny_random":
         return Check("generator", OK, f"tiny random {family} pipeline (built from config)")
     folder = Path(str(path)).expanduser()

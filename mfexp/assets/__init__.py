@@ -34,3 +34,8 @@ def load_t5_tokenizer():
 def toy_t2i_path() -> Path:
     """Folder of the shipped toy text-to-image pipeline (``StableDiffusionPipeline.from_pretrained(...)``)."""
     return ASSETS_DIR / "toy_t2i"
+
+
+def toy_mmdit_path() -> Path:
+    """Folder of the shipped toy MM-DiT (transformer + text projection; mfexp.toyworld.toy_mmdit loads it)."""
+    return ASSETS_DIR / "toy_mmdit"

@@ -59,22 +59,14 @@ class MMDiTTrainConfig:
 
 
 def build_pipeline(cfg: MMDiTTrainConfig):
-    """The toy SD3 pipeline: the toy model's frozen VAE / tokenizer / CLIP, a fresh transformer."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+    """The toy SD3 pipeline: the toy model's frozen VAE / tokenizer / CLIP (projection drawn from `cfg.seed`), a fresh
+    transformer (mfexp/toyworld/toy_mmdit.py assembles it)."""
+    from diffusers import SD3Transformer2DModel
 
-    from mfexp.assets import toy_t2i_path
+    from mfexp.toyworld.toy_mmdit import assemble, toy_parts
 
-    toy = toy_t2i_path()
-    vae = AutoencoderKL.from_pretrained(toy / "vae")
-    tokenizer = CLIPTokenizer.from_pretrained(toy / "tokenizer")
-    torch.manual_seed(cfg.seed)
-    text = CLIPTextModelWithProjection.from_pretrained(toy / "text_encoder")  # the projection is new (random)
+    parts = toy_parts(cfg.seed)
+    vae, text = parts["vae"], parts["text_encoder"]
     width = text.config.hidden_size
     transformer = SD3Transformer2DModel(
         sample_size=16,
@@ -90,20 +82,7 @@ def build_pipeline(cfg: MMDiTTrainConfig):
         pos_embed_max_size=16,
         qk_norm="rms_norm",
     )
-    pipe = StableDiffusion3Pipeline(
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
-        vae=vae,
-        text_encoder=text,
-        tokenizer=tokenizer,
-        text_encoder_2=text,
-        tokenizer_2=tokenizer,
-        text_encoder_3=None,
-        tokenizer_3=None,
-    )
-    for module in (vae, text):
-        module.eval().requires_grad_(False)
-    return pipe
+    return assemble(transformer, parts)
 
 
 def caption_bank(pipe, names: list[str], max_sequence_length: int):

@@ -1,0 +1,116 @@
+"""The toy MM-DiT as a `StableDiffusion3Pipeline`: the shipped transformer (mfexp/assets/toy_mmdit) around the toy
+UNet model's frozen VAE, tokenizer and CLIP text encoder (mfexp/assets/toy_t2i), shared rather than duplicated.
+
+The text encoder is a `CLIPTextModelWithProjection` whose projection the toy UNet never had: the trainer
+(`train_mmdit`) draws it at random (seed 0) and keeps it frozen; the shipped folder holds it
+(`text_projection.safetensors`, 16 KiB). One encoder serves as both of SD3's CLIP encoders; there is no T5.
+
+Shipped folder layout: `transformer/` (diffusers `SD3Transformer2DModel`, safetensors), `text_projection.safetensors`,
+`toy_mmdit.json` (provenance and measured quality), `train_log.txt`.
+
+    python -m mfexp.toyworld.toy_mmdit RUN_DIR/snapshots/transformer_4000.safetensors DEST [--full]
+
+exports a training checkpoint: DEST in the shipped layout, or with `--full` as a complete pipeline folder (what
+`generator.model.path` and `benchmarks/toy_quality.py --model-path` load).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+SCHEDULER_SHIFT = 1.0  # the trainer samples s ~ logit-normal and the sampler uses unshifted sigmas
+
+
+def toy_parts(seed: int = 0) -> dict:
+    """The frozen toy parts: `vae`, `tokenizer` and `text_encoder` (its projection drawn from `seed` as the trainer
+    draws it)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers.utils import logging
+
+    from mfexp.assets import toy_t2i_path
+
+    toy = toy_t2i_path()
+    vae = AutoencoderKL.from_pretrained(toy / "vae", local_files_only=True)
+    tokenizer = CLIPTokenizer.from_pretrained(toy / "tokenizer", local_files_only=True)
+    torch.manual_seed(seed)
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # "text_projection newly initialized": intended
+    try:
+        text = CLIPTextModelWithProjection.from_pretrained(toy / "text_encoder", local_files_only=True)
+    finally:
+        logging.set_verbosity(verbosity)
+    for module in (vae, text):
+        module.eval().requires_grad_(False)
+    return {"vae": vae, "tokenizer": tokenizer, "text_encoder": text}
+
+
+def assemble(transformer, parts: dict):
+    """A `StableDiffusion3Pipeline` of `transformer` and the toy `parts` (flow-matching Euler, shift 1)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=SCHEDULER_SHIFT),
+        vae=parts["vae"],
+        text_encoder=parts["text_encoder"],
+        tokenizer=parts["tokenizer"],
+        text_encoder_2=parts["text_encoder"],
+        tokenizer_2=parts["tokenizer"],
+        text_encoder_3=None,
+        tokenizer_3=None,
+    )
+
+
+def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.float32):
+    """The toy MM-DiT pipeline from a folder in the shipped layout (default: mfexp/assets/toy_mmdit), offline."""
+    from diffusers import SD3Transformer2DModel
+    from safetensors.torch import load_file
+
+    from mfexp.assets import toy_mmdit_path
+
+    folder = Path(folder) if folder is not None else toy_mmdit_path()
+    if not (folder / "transformer").is_dir():
+        raise FileNotFoundError(f"{folder}: no toy MM-DiT here (transformer/ missing)")
+    parts = toy_parts()
+    parts["text_encoder"].text_projection.load_state_dict(load_file(str(folder / "text_projection.safetensors")))
+    transformer = SD3Transformer2DModel.from_pretrained(folder / "transformer", local_files_only=True)
+    transformer.eval().requires_grad_(False)
+    pipe = assemble(transformer, parts)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def export(weights: str | Path, dest: str | Path, full: bool = False, seed: int = 0) -> Path:
+    """Write a trainer checkpoint's transformer (`weights`, safetensors) to `dest`: the shipped layout, or (`full`)
+    a complete `StableDiffusion3Pipeline` folder. The architecture is the trainer's default (`MMDiTTrainConfig`)."""
+    from safetensors.torch import load_file, save_file
+
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, build_pipeline
+
+    pipe = build_pipeline(MMDiTTrainConfig(seed=seed))
+    pipe.transformer.load_state_dict(load_file(str(weights)))
+    pipe.transformer.eval()
+    dest = Path(dest)
+    if full:
+        pipe.save_pretrained(str(dest), safe_serialization=True)
+    else:
+        pipe.transformer.save_pretrained(str(dest / "transformer"), safe_serialization=True)
+        projection = {k: v.contiguous() for k, v in pipe.text_encoder.text_projection.state_dict().items()}
+        save_file(projection, str(dest / "text_projection.safetensors"))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Export a toy MM-DiT checkpoint (see module docstring).")
+    p.add_argument("weights", type=Path)
+    p.add_argument("dest", type=Path)
+    p.add_argument("--full", action="store_true", help="a complete pipeline folder instead of the shipped layout")
+    args = p.parse_args(argv)
+    print(export(args.weights, args.dest, args.full))
+
+
+if __name__ == "__main__":
+    main()

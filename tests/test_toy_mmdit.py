@@ -1,0 +1,110 @@
+"""The toy MM-DiT (SD3 family): shipped weights, offline loading, a synthetic set from `generator/model=toy_mmdit`,
+and the trainer's grounding capture."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from helpers import compose  # noqa: E402
+
+from mfexp.assets import ASSETS_DIR, toy_mmdit_path  # noqa: E402
+from mfexp.mosaicfusion.models import load_pipeline  # noqa: E402
+
+
+def toy_categories(path, count: int = 3):
+    """The first `count` toy-world categories as an LVIS categories file (all rare: every one can be a main one)."""
+    from mfexp.toyworld.world import build_categories
+
+    cats = build_categories()[:count]
+    path.write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
+    return path
+
+
+def test_shipped_folder_is_small_safetensors():
+    folder = toy_mmdit_path()
+    assert (folder / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (folder / "text_projection.safetensors").is_file()
+    assert not list(ASSETS_DIR.rglob("*.bin")) and not list(ASSETS_DIR.rglob("*.pt"))
+    assert sum(p.stat().st_size for p in ASSETS_DIR.rglob("*") if p.is_file()) < 50 * 2**20
+    info = json.loads((folder / "toy_mmdit.json").read_text())
+    assert info["step"] > 0
+
+
+def test_config_loads_the_shipped_toy_offline(monkeypatch):
+    from diffusers import StableDiffusion3Pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose(["generator/model=toy_mmdit"])
+    assert cfg.generator.model.family == "sd3" and cfg.generator.model.path is None
+    pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype)
+    assert isinstance(pipe, StableDiffusion3Pipeline) and pipe.text_encoder_3 is None
+    assert pipe.vae_scale_factor == 4 and pipe.transformer.config.patch_size == 2
+    assert pipe.text_encoder is pipe.text_encoder_2  # one toy CLIP serves as both
+
+
+def test_generates_a_valid_synthetic_set(tmp_path):
+    from lvis import LVIS
+
+    from mfexp.augmenters import mosaicfusion as mf_augmenter
+    from mfexp.lvis import decode_rle
+
+    torch.set_num_threads(1)
+    cfg = compose(
+        [
+            "generator/model=toy_mmdit",
+            f"generator.categories={toy_categories(tmp_path / 'categories.json')}",
+            "generator.num_inference_steps=4",
+            "generator.num_objects=4",
+            "synthetic.images_per_category=1",
+            "logger=none",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.enable_progress_bar=false",
+            "stages=[generate]",
+        ]
+    )
+    summary = mf_augmenter.generate_mosaicfusion(cfg, tmp_path / "run")
+    assert summary["mosaics"] == 3 and summary["kept"] + summary["skipped"] == 3
+    out = tmp_path / "run" / "synthetic"
+    lvis = LVIS(str(out / "annotations.json"))
+    assert len(lvis.get_img_ids()) == summary["kept"]
+    for img in lvis.dataset["images"]:
+        assert (out / "images" / img["file_name"]).is_file()
+        assert min(img["height"], img["width"]) >= 64  # regions of 64 px
+    for ann in lvis.dataset["annotations"]:
+        assert decode_rle(ann["segmentation"]).sum() == ann["area"] > 0
+
+
+def test_grounding_capture_keeps_the_output():
+    from mfexp.toyworld.train_mmdit import GroundingCapture, MMDiTTrainConfig, build_pipeline, grounding_loss
+
+    torch.manual_seed(0)
+    model = build_pipeline(MMDiTTrainConfig(layers=2)).transformer.eval()
+    x = torch.randn(2, 4, 16, 16)
+    kwargs = dict(
+        timestep=torch.tensor([100.0, 900.0]),
+        encoder_hidden_states=torch.randn(2, 85, 128),
+        pooled_projections=torch.randn(2, 128),
+        return_dict=False,
+    )
+    with torch.no_grad():
+        ref = model(hidden_states=x, **kwargs)[0]
+        maps: dict = {}
+        wrapped = {n: GroundingCapture(p, maps, n) for n, p in model.attn_processors.items()}
+        for c in wrapped.values():
+            c.token_pos = torch.tensor([[5, 4], [6, 5]])
+        model.set_attn_processor(wrapped)
+        got = model(hidden_states=x, **kwargs)[0]
+    assert torch.allclose(ref, got, atol=1e-6)
+    assert len(maps) == 2 and {tuple(m.shape) for m in maps.values()} == {(2, 2, 64)}
+    sums = torch.stack(list(maps.values()))
+    assert bool((sums > 0).all()) and bool((sums.sum(-1) < 64).all())  # probabilities of one key, mean over heads
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:48, 16:48] = 1
+    loss = grounding_loss(maps, mask, torch.tensor([1.0, 0.0]))
+    assert 0 < float(loss) < 2 and np.isfinite(float(loss))
