@@ -22,7 +22,7 @@
 
 ``--model toy_mmdit`` measures the toy MM-DiT (SD3 family) instead of the toy UNet. ``--model-path`` evaluates another
 exported toy pipeline (e.g. the output of ``python -m mfexp.toyworld.train_t2i``, or a toy MM-DiT checkpoint exported
-with ``python -m mfexp.toyworld.toy_mmdit CKPT DIR --full``) instead of the shipped weights.
+with ``python -m mfexp.toyworld.toy_mmdit CKPT DIR``) instead of the shipped weights.
 ``--per-category K`` draws K single objects per category for (a) (one sample per
 category gives a +-5-point spread). Several ``--guidance`` values measure (a) for each with the same classifier and
 seeds; (b), (c) and (d) use the first. ``--pool dataset`` draws the mosaics' categories as the generate stage does

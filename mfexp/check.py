@@ -165,6 +165,16 @@ def sd_folder_problems(folder: Path, family: str = "unet") -> list[str]:
     return problems
 
 
+def toy_mmdit_problems(folder: Path) -> list[str]:
+    """What a toy MM-DiT folder (mfexp/toyworld/toy_mmdit.py's layout) lacks."""
+    wanted = (
+        "transformer/config.json",
+        "transformer/diffusion_pytorch_model.safetensors",
+        "text_projection.safetensors",
+    )
+    return [f for f in wanted if not (folder / f).is_file()]
+
+
 def _looks_like_path(s: str) -> bool:
     """A filesystem path rather than a hub id (``org/name``)."""
     return s.startswith(("/", ".", "~")) or s.count("/") > 1 or "\\" in s
@@ -186,9 +196,7 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
         if family == "sd3":  # the toy MM-DiT: its transformer around the toy UNet model's VAE and text encoder
             from mfexp.assets import toy_mmdit_path
 
-            mmdit = toy_mmdit_path()
-            wanted = ("transformer/config.json", "transformer/diffusion_pytorch_model.safetensors")
-            problems += [f for f in (*wanted, "text_projection.safetensors") if not (mmdit / f).is_file()]
+            problems += toy_mmdit_problems(toy_mmdit_path())
         if problems:
             return Check(
                 "generator",
@@ -201,6 +209,11 @@ def check_generator_weights(model_cfg, allow_download: bool | None = None) -> Ch
     if path == "tiny_random":
         return Check("generator", OK, f"tiny random {family} pipeline (built from config)")
     folder = Path(str(path)).expanduser()
+    if family == "sd3" and (folder / "text_projection.safetensors").is_file():
+        problems = toy_mmdit_problems(folder)
+        if problems:
+            return Check("generator", FAIL, f"{folder}: toy MM-DiT export incomplete: missing {', '.join(problems)}")
+        return Check("generator", OK, f"toy MM-DiT export {folder}")
     if folder.is_dir():
         problems = sd_folder_problems(folder, family)
         if problems:

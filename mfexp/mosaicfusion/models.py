@@ -71,7 +71,7 @@ def load_pipeline(model_cfg, dtype: str):
     """The diffusers pipeline of `generator.model` (its `family`: unet -> StableDiffusionPipeline without safety
     checker, sdxl -> StableDiffusionXLPipeline, sd3 -> StableDiffusion3Pipeline, flux -> FluxPipeline), its weights
     in `dtype` (`generator.dtype`: fp32 | fp16 | bf16). `path: null` is the shipped toy model of the family: the toy
-    UNet (unet) or the toy MM-DiT (sd3)."""
+    UNet (unet) or the toy MM-DiT (sd3); an sd3 folder with `text_projection.safetensors` is a toy MM-DiT export."""
     family = str(model_cfg.get("family", "unet"))
     cls = pipeline_class(family)
     path = model_cfg.path
@@ -79,10 +79,10 @@ def load_pipeline(model_cfg, dtype: str):
     if path == "tiny_random":
         pipe = tiny_family_pipeline(family, model_cfg.seed, model_cfg.size)
         return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
-    if path is None and family == "sd3":
-        from mfexp.toyworld.toy_mmdit import load_toy_mmdit
+    if family == "sd3" and (path is None or (Path(path) / "text_projection.safetensors").is_file()):
+        from mfexp.toyworld.toy_mmdit import load_toy_mmdit  # the toy MM-DiT's layout: its transformer only
 
-        return load_toy_mmdit(dtype=dtype)
+        return load_toy_mmdit(path, dtype)
     if path is None:
         from mfexp.assets import toy_t2i_path
 

@@ -8,10 +8,10 @@ The text encoder is a `CLIPTextModelWithProjection` whose projection the toy UNe
 Shipped folder layout: `transformer/` (diffusers `SD3Transformer2DModel`, safetensors), `text_projection.safetensors`,
 `toy_mmdit.json` (provenance and measured quality), `train_log.txt`.
 
-    python -m mfexp.toyworld.toy_mmdit RUN_DIR/snapshots/transformer_4000.safetensors DEST [--full]
+    python -m mfexp.toyworld.toy_mmdit RUN_DIR/snapshots/transformer_1000.safetensors DEST
 
-exports a training checkpoint: DEST in the shipped layout, or with `--full` as a complete pipeline folder (what
-`generator.model.path` and `benchmarks/toy_quality.py --model-path` load).
+exports a training checkpoint to DEST in the shipped layout; `generator.model.path=DEST` (family sd3) and
+`benchmarks/toy_quality.py --model toy_mmdit --model-path DEST` load it.
 """
 
 from __future__ import annotations
@@ -83,9 +83,9 @@ def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
-def export(weights: str | Path, dest: str | Path, full: bool = False, seed: int = 0) -> Path:
-    """Write a trainer checkpoint's transformer (`weights`, safetensors) to `dest`: the shipped layout, or (`full`)
-    a complete `StableDiffusion3Pipeline` folder. The architecture is the trainer's default (`MMDiTTrainConfig`)."""
+def export(weights: str | Path, dest: str | Path, seed: int = 0) -> Path:
+    """Write a trainer checkpoint's transformer (`weights`, safetensors) and the text projection drawn from `seed`
+    to `dest` in the shipped layout. The architecture is the trainer's default (`MMDiTTrainConfig`)."""
     from safetensors.torch import load_file, save_file
 
     from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, build_pipeline
@@ -94,12 +94,9 @@ def export(weights: str | Path, dest: str | Path, full: bool = False, seed: int 
     pipe.transformer.load_state_dict(load_file(str(weights)))
     pipe.transformer.eval()
     dest = Path(dest)
-    if full:
-        pipe.save_pretrained(str(dest), safe_serialization=True)
-    else:
-        pipe.transformer.save_pretrained(str(dest / "transformer"), safe_serialization=True)
-        projection = {k: v.contiguous() for k, v in pipe.text_encoder.text_projection.state_dict().items()}
-        save_file(projection, str(dest / "text_projection.safetensors"))
+    pipe.transformer.save_pretrained(str(dest / "transformer"), safe_serialization=True)
+    projection = {k: v.contiguous() for k, v in pipe.text_encoder.text_projection.state_dict().items()}
+    save_file(projection, str(dest / "text_projection.safetensors"))
     return dest
 
 
@@ -107,9 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Export a toy MM-DiT checkpoint (see module docstring).")
     p.add_argument("weights", type=Path)
     p.add_argument("dest", type=Path)
-    p.add_argument("--full", action="store_true", help="a complete pipeline folder instead of the shipped layout")
     args = p.parse_args(argv)
-    print(export(args.weights, args.dest, args.full))
+    print(export(args.weights, args.dest))
 
 
 if __name__ == "__main__":
