@@ -49,8 +49,12 @@ def toy_parts(seed: int = 0) -> dict:
 
 
 def assemble(transformer, parts: dict):
-    """A `StableDiffusion3Pipeline` of `transformer` and the toy `parts` (flow-matching Euler, shift 1)."""
+    """A `StableDiffusion3Pipeline` of `transformer` and the toy `parts` (flow-matching Euler, shift 1). The toy VAE's
+    `shift_factor` (None: no shift) becomes 0.0, which the SD3 pipeline's own decode needs."""
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
+
+    if parts["vae"].config.shift_factor is None:
+        parts["vae"].register_to_config(shift_factor=0.0)
 
     return StableDiffusion3Pipeline(
         transformer=transformer,
