@@ -95,7 +95,7 @@ def child(args) -> list[dict]:
     model is loaded once. The mosaics' plans are the same for every variant and batch size."""
     import torch
 
-    from mfexp.mosaicfusion.attention import AttentionStore
+    from mfexp.mosaicfusion.attention import AttentionStore, NaiveStore
     from mfexp.mosaicfusion.models import load_pipeline
     from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator
 
@@ -163,8 +163,15 @@ def child(args) -> list[dict]:
             for group in batches[1:] if warm_rest else batches[-1:]:
                 (warm_rest or warm_full)(group)
         seconds, outputs = time_batches(run, batches, device)
+        record = {}
+        if args.store_bytes and run is gen:  # one mosaic again, into the capture store and a naive keep-all store
+            stores = {"capture_store_bytes": AttentionStore(gen.window), "naive_store_bytes": NaiveStore()}
+            for key, store in stores.items():
+                gen(plans[:1], store)
+                record[key] = store.nbytes()
         records.append(
             {
+                **record,
                 "variant": args.variant,
                 "batch_size": batch,
                 "mosaics": len(plans),
@@ -214,6 +221,7 @@ def summarise(args, rounds: list[dict]) -> dict:
             "seconds_per_mosaic_per_round": [r["seconds"] / r["mosaics"] for r in recs],
             "peak_mb": max(r["peak_mb"] for r in recs),
             "kept": recs[0]["kept"],
+            **{k: v for k, v in recs[0].items() if k.endswith("_store_bytes")},
         }
     first = next(iter(rounds[0].values()))
 
@@ -291,6 +299,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU; 1: robust on a shared machine)")
     p.add_argument("--in-process", action="store_true", help="no subprocesses (dry runs: peak memory is shared)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store-bytes", action="store_true", help="capture store vs keep-every-map store, one mosaic")
     p.add_argument("--out", type=Path, help="write the report as JSON here")
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     p.add_argument("--child-batch-sizes", help=argparse.SUPPRESS)
