@@ -163,7 +163,7 @@ def child(args) -> list[dict]:
             for group in batches[1:] if warm_rest else batches[-1:]:
                 (warm_rest or warm_full)(group)
         seconds, outputs = time_batches(run, batches, device)
-        record = {}
+        record = {"peak_mb": peak_mb(device)}
         if args.store_bytes and run is gen:  # one mosaic again, into the capture store and a naive keep-all store
             stores = {"capture_store_bytes": AttentionStore(gen.window), "naive_store_bytes": NaiveStore()}
             for key, store in stores.items():
@@ -177,7 +177,6 @@ def child(args) -> list[dict]:
                 "mosaics": len(plans),
                 "seconds": seconds,
                 "kept": sum(r.kept for out in outputs for r in out) if run is gen else None,
-                "peak_mb": peak_mb(device),
                 "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 "canvas": [plans[0].layout.height, plans[0].layout.width],
                 "regions_per_mosaic": n,
