@@ -258,6 +258,8 @@ def run_stage(cfg, paths: RunPaths, stage: str) -> tuple[dict, float | None]:
             log.info("stage %s: done earlier for this config, skipped (%s)", stage, marker)
             return done["result"], done.get("seconds")
     log.info("stage %s: running", stage)
+    if is_rank_zero():
+        record_versions(paths, stage)
     start = time.time()
     tracker = start_tracking(cfg, paths.root, stage)
     try:
@@ -271,6 +273,17 @@ def run_stage(cfg, paths: RunPaths, stage: str) -> tuple[dict, float | None]:
         atomic_write_json(marker, {"hash": h, "result": result, "seconds": seconds})
     log.info("stage %s: done in %.1f s", stage, seconds)
     return result, seconds
+
+
+def record_versions(paths: RunPaths, stage: str) -> None:
+    """versions.json: ``stage`` runs with this environment's versions and mfexp commit (other stages' entries kept)."""
+    from mfexp.environment import run_versions
+
+    try:
+        recorded = json.loads(paths.versions.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    atomic_write_json(paths.versions, dict(recorded if isinstance(recorded, dict) else {}, **{stage: run_versions()}))
 
 
 def summary(results: dict, run_dir: Path) -> str:
