@@ -176,6 +176,15 @@ def _check_all(node, prefix: str, checks: list) -> None:
         _check(ok, f"{prefix}.{key}", OmegaConf.select(node, key), rule)
 
 
+def _owned(key: str, value, check) -> None:
+    """A rule its library module owns: ``check(value)`` raises a ValueError that speaks of its argument; here it
+    names the config ``key``."""
+    try:
+        check(value)
+    except ValueError as e:
+        _check(False, key, value, str(e))
+
+
 def _choices(choices) -> str:
     return f"must be one of {', '.join(choices)}"
 
@@ -198,10 +207,7 @@ def validate_generator(g) -> None:
 
     check_sizes(g.region_size, g.overlap, 1)  # again with the VAE's stride when the model is loaded
     check_jitter(g.jitter, g.jitter_levels)
-    try:
-        check_num_objects(g.num_objects)
-    except ValueError as e:
-        _check(False, "generator.num_objects", g.num_objects, str(e))
+    _owned("generator.num_objects", g.num_objects, check_num_objects)
     t = g.mask.threshold
     number = isinstance(t, (int, float)) and not isinstance(t, bool)
     schedulers = ["default", *SCHEDULERS]
@@ -223,9 +229,11 @@ def validate_generator(g) -> None:
 
 
 def validate_synthetic(s) -> None:
+    from mfexp.synthetic import check_images_per_category, check_max_images
+
+    _owned("synthetic.images_per_category", s.images_per_category, check_images_per_category)
+    _owned("synthetic.max_images", s.max_images, check_max_images)
     checks = [
-        (s.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (s.max_images is None or s.max_images >= 1, "max_images", "must be >= 1 or null (all)"),
         (s.gallery_size >= 0, "gallery_size", "must be >= 0"),
         (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
     ]

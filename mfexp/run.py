@@ -60,7 +60,7 @@ def generate(cfg, run_dir: Path, tracker: Tracker = Tracker()) -> dict:
 
 def check_kept(result: dict) -> None:
     """An augmenter that planned images but kept none fails with its skip reasons."""
-    planned = result.get("mosaics", result.get("images", 0))
+    planned = result.get("planned", 0)
     if planned and not result.get("kept"):
         reasons = ", ".join(f"{n} {k}" for k, n in result.get("skip_reasons", {}).items()) or "none given"
         raise ValueError(f"generate: kept 0 of {planned} planned images; skip reasons: {reasons}")

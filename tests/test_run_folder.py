@@ -106,7 +106,7 @@ def test_sigterm_during_generate_saves_the_finished_mosaics_and_the_rerun_resume
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{done} already done, {20 - done} to make" in again.stdout + again.stderr
     ann = json.loads((tmp_path / "run" / "synthetic" / "annotations.json").read_text())
-    assert ann["info"]["mosaics"] == 20
+    assert ann["info"]["planned"] == 20
 
 
 def test_a_slurm_task_of_rank_1_writes_nothing_and_starts_no_wandb(tmp_path):
@@ -189,7 +189,7 @@ def test_each_stage_logs_a_wandb_run_with_the_resolved_config(tmp_path, monkeypa
                 logged[key[0]] = json.loads(item.value_json)
             else:
                 logged.setdefault(key[0], {})[key[1]] = json.loads(item.value_json)
-    assert logged["generate/kept"] == result["kept"] and logged["generate/mosaics"] == 12
+    assert logged["generate/kept"] == result["kept"] and logged["generate/planned"] == 12
     assert logged["generate/masks"]["_type"] == "images/separated"
     assert logged["generate/masks"]["count"] == len(logged["generate/masks"]["all_masks"]) == result["kept"]
     assert logged["generate/skip_reasons"]["_type"] == "table-file"
