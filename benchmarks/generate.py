@@ -36,7 +36,7 @@ MODELS = {
 
 
 def config(args):
-    from mfexp.__main__ import compose
+    from mfexp.compose import compose
 
     return compose(
         MODELS[args.model]

@@ -17,7 +17,7 @@ from dataclasses import make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 TRAIN_DATA = ("real", "synthetic", "both")
 STAGE_ORDER = ("generate", "train", "evaluate")  # the order the stages run in, whatever order `stages` lists
@@ -81,7 +81,7 @@ GeneratorConfig = schema(
 
 # ---------------------------------------------------------------------------------------------------- augmenters
 
-AugmenterConfig = schema("AugmenterConfig", name=str, _target_=str)
+AugmenterConfig = schema("AugmenterConfig", name=str, _target_=str, uses=list[str])
 CopyPasteOptions = schema(
     "CopyPasteOptions",
     image_size=list[int] | None, ratio_range=list[float], max_num_pasted=int,
@@ -315,5 +315,26 @@ def validate(cfg) -> None:
     validate_trainer(cfg.trainer)
     validate_synthetic(cfg.synthetic)
     validate_generator(cfg.generator)
+    from mfexp.augmenters import check_uses
+
+    _owned("augmenter.uses", cfg.augmenter.uses, check_uses)
     if OmegaConf.get_type(cfg.augmenter) is CutPasteConfig:
         validate_cut_paste(cfg.augmenter)
+
+
+def config_hash(cfg, keys, salt=None, drop=()) -> str:
+    """Short hash of the resolved config under ``keys`` (missing keys count as null), less the dotted keys of
+    ``drop`` (``augmenter.uses``), and of ``salt`` unless None. Keys are hashed by name: ``generator`` and
+    ``generator.num_objects`` hash differently."""
+    import hashlib
+    import json
+
+    picked = {} if salt is None else {"_salt": salt}
+    for k in keys:
+        v = OmegaConf.select(cfg, k)
+        picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+    for path in drop:
+        head, _, tail = path.partition(".")
+        if isinstance(picked.get(head), dict):
+            picked[head].pop(tail, None)
+    return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]

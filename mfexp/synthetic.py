@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from mfexp.draw import gallery_items, write_overlays
 from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
 from mfexp.lvis import SYNTHETIC_IMAGE_ID_BASE, image_record, lvis_file, mask_annotation
+from mfexp.runpaths import RunPaths
 from mfexp.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -99,10 +99,10 @@ def image_name(index: int) -> str:
     return f"{int(index):07d}.jpg"
 
 
-def write_image(out: Path, index: int, rgb: np.ndarray, jpeg_quality: int) -> dict:
-    """``out/images/<index>.jpg`` (atomic); returns the image's record for annotations.json."""
+def write_image(paths: RunPaths, index: int, rgb: np.ndarray, jpeg_quality: int) -> dict:
+    """The run's ``synthetic/images/<index>.jpg`` (atomic); returns the image's record for annotations.json."""
     name = image_name(index)
-    atomic_write_bytes(out / "images" / name, encode_jpeg(rgb, jpeg_quality))
+    atomic_write_bytes(paths.synthetic_images / name, encode_jpeg(rgb, jpeg_quality))
     return image_record(image_id(index), name, rgb.shape[0], rgb.shape[1])
 
 
@@ -132,7 +132,7 @@ def summarise(planned: int, images: list, annotations: list, reasons: Counter, *
 
 
 def write_set(
-    out: Path,
+    paths: RunPaths,
     augmenter: str,
     summary: dict,
     images: list,
@@ -142,15 +142,14 @@ def write_set(
     tracker: Tracker,
     shown: list | None = None,
 ) -> None:
-    """``out/annotations.json`` (atomic, ``info``: the augmenter's name and ``summary``) and ``out/gallery.jpg``
+    """The run's synthetic/annotations.json (atomic, ``info``: the augmenter's name and ``summary``) and gallery.jpg
     (``shown``, [(rgb, masks, labels)], or else the first ``gallery_size`` images read back); the counts, the
     gallery, its images with their masks and the skip reasons to ``tracker``; one line to the log."""
-    atomic_write_json(
-        out / "annotations.json", lvis_file(images, annotations, categories, info={"generator": augmenter, **summary})
-    )
+    info = {"generator": augmenter, **summary}
+    atomic_write_json(paths.synthetic_annotations, lvis_file(images, annotations, categories, info=info))
     if shown is None:
-        shown = gallery_items(out, images, annotations, categories, gallery_size)
-    write_overlays(out / "gallery.jpg", shown[:gallery_size])
+        shown = gallery_items(paths.synthetic, images, annotations, categories, gallery_size)
+    write_overlays(paths.synthetic_gallery, shown[:gallery_size])
     extra = {k: v for k, v in summary.items() if k not in ("planned", "kept", "skipped", "instances", "skip_reasons")}
     reasons = Counter(summary["skip_reasons"])
     log.info(
@@ -163,6 +162,8 @@ def write_set(
         ", ".join(f"{n} {k}" for k, n in reasons.most_common()) or "none",
     )
     if tracker:
-        tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
+        tracker.log(
+            {f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": paths.synthetic_gallery}
+        )
         tracker.log_instances("generate/masks", shown)
         tracker.log_table("generate/skip_reasons", [{"reason": k, "images": n} for k, n in reasons.items()])

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURES, ROOT, compose
 
+import mfexp.generate
 from mfexp import run
 from mfexp.runpaths import RunPaths
 from mfexp.tracking import run_key, start_tracking
@@ -41,7 +42,7 @@ def test_a_failing_stage_leaves_failed_json_and_a_later_success_removes_it(tmp_p
     def out_of_memory(cfg, run_dir, tracker):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run, "generate", out_of_memory)  # STAGES names it by its dotted path
+    monkeypatch.setattr(mfexp.generate, "generate", out_of_memory)  # STAGES names it by its dotted path
     with pytest.raises(run.StageFailed, match="stage generate failed: RuntimeError: CUDA out of memory") as info:
         run.run_experiment(cfg, tmp_path)
     assert info.value.path == paths.failed

@@ -315,7 +315,8 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     if not is_rank_zero():
         return {}
 
-    out = RunPaths(run_dir).synthetic
+    paths = RunPaths(run_dir)
+    out = paths.synthetic
     if out.exists():  # another augmenter's or an unfinished run's output
         shutil.rmtree(out)
     seed = int(cfg.seed)
@@ -344,7 +345,7 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             log.debug("image %d skipped: every pasted object occluded", i)
             continue
         kept = kept[:MAX_INSTANCES_PER_IMAGE]
-        images.append(write_image(out, i, image, syn.jpeg_quality))
+        images.append(write_image(paths, i, image, syn.jpeg_quality))
         annotations += image_annotations(i, [k.mask for k in kept], [k.category_id for k in kept])
         if len(shown) < syn.gallery_size:
             shown.append(
@@ -357,5 +358,5 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     summary = summarise(
         total, images, annotations, reasons, pasted=counts["pasted"], dropped_occluded=counts["dropped"]
     )
-    write_set(out, "cut_paste", summary, images, annotations, data.categories, syn.gallery_size, tracker, shown)
+    write_set(paths, "cut_paste", summary, images, annotations, data.categories, syn.gallery_size, tracker, shown)
     return summary

@@ -21,7 +21,8 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from mfexp.callbacks import StopOnSigterm, progress
-from mfexp.data import config_hash, prepare_dataset
+from mfexp.config import config_hash
+from mfexp.data import prepare_dataset
 from mfexp.devices import trainer_args
 from mfexp.fileio import atomic_write_json
 from mfexp.lvis import load_categories, select_categories
@@ -50,7 +51,7 @@ def write_part(paths: RunPaths, result: MosaicResult, jpeg_quality: int) -> None
         "annotations": [],
     }
     if result.kept:
-        record["image"] = write_image(paths.synthetic, plan.index, result.image, jpeg_quality)
+        record["image"] = write_image(paths, plan.index, result.image, jpeg_quality)
         record["annotations"] = image_annotations(plan.index, result.masks, [c["id"] for c in plan.categories])
     atomic_write_json(part_path(paths.synthetic_parts, plan.index), record)
 
@@ -197,5 +198,5 @@ def merge_parts(paths: RunPaths, total: int, categories: list, gallery_size: int
             images.append(record["image"])
             annotations.extend(record["annotations"])
     summary = summarise(total, images, annotations, reasons)
-    write_set(paths.synthetic, "mosaicfusion", summary, images, annotations, categories, gallery_size, tracker)
+    write_set(paths, "mosaicfusion", summary, images, annotations, categories, gallery_size, tracker)
     return summary

@@ -116,7 +116,8 @@ def _validate(p: dict[str, Any]) -> None:
         raise ValueError(f"toyworld image_format must be png or jpg, got {p['image_format']!r}")
 
 
-def config_hash(params: Mapping[str, Any]) -> str:
+def folder_key(params: Mapping[str, Any]) -> str:
+    """The name of the folder that holds the toy world of `params` (and of DATASET_VERSION)."""
     blob = json.dumps({"version": DATASET_VERSION, **params}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -343,7 +344,7 @@ def prepare_toyworld(cfg: Mapping) -> dict[str, str]:
     cache_dir = (cfg.get("cache_dir") if cfg is not None else None) or os.path.join(
         os.path.expanduser("~"), ".cache", "mfexp"
     )
-    root = Path(str(cache_dir)).expanduser() / "toyworld" / config_hash(params)
+    root = Path(str(cache_dir)).expanduser() / "toyworld" / folder_key(params)
     if (root / "annotations" / "lvis_v1_val.json").is_file():
         return _paths(root)
     root.parent.mkdir(parents=True, exist_ok=True)
