@@ -46,7 +46,7 @@ def public(version: str) -> str:
 
 def installed() -> dict[str, str]:
     """{normalised name: version} of every distribution this interpreter sees."""
-    out = {}
+    out: dict[str, str] = {}
     for dist in metadata.distributions():
         name = dist.metadata["Name"]
         if name:
@@ -62,7 +62,7 @@ def lock_text(versions: dict[str, str]) -> str:
 
 def read_lock(path: str | Path = LOCK) -> dict[str, str]:
     """{normalised name: version} of a lock file's ``name==version`` lines (comments and blank lines skipped)."""
-    out = {}
+    out: dict[str, str] = {}
     for n, line in enumerate(Path(path).read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:

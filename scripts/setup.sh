@@ -77,7 +77,7 @@ if [ "$FLAVOR" != cpu ]; then
   fi
 fi
 # switching flavour in an existing venv: drop torch and mmcv (same version numbers would count as installed).
-# A venv with torch but without the marker was made by the CPU-only set-up of earlier versions.
+# A venv with torch but without the marker holds a CPU build (the marker is written at the end of a set-up).
 PREV=$(cat "$VENV/.mfexp-flavor" 2>/dev/null || true)
 if [ -z "$PREV" ] && [ -n "$(ls -d "$VENV"/lib/python*/site-packages/torch 2>/dev/null)" ]; then PREV=cpu; fi
 if [ -n "$PREV" ] && [ "$PREV" != "$FLAVOR" ]; then
