@@ -2,11 +2,10 @@
 
 Lightning reads ``devices=auto`` on a CPU as one process, which then uses every core through intra-op threads; the
 toy world's models are too small for intra-op threads to pay (Python's per-module overhead bounds them), while one
-single-threaded process per core scales (measured in docs/results/README.md,
-"The default run takes 11.7 minutes"). So on a CPU
-``auto`` means DDP over one process per core, a power of two so that the detector's batch splits evenly, at most
-``CPU_AUTO_MAX``; Lightning gives each process cores // processes threads. Anywhere else ``auto`` is Lightning's
-(all GPUs).
+single-threaded process per core scales (docs/results/README.md, "The default run takes 11.7 minutes"). So on a
+CPU ``auto`` means DDP over one process per core, a power of two so that the detector's batch splits evenly, at
+most ``CPU_AUTO_MAX``; Lightning gives each process cores // processes threads. Anywhere else ``auto`` is
+Lightning's (all GPUs).
 """
 
 from __future__ import annotations
