@@ -200,7 +200,7 @@ def check_stages(stages) -> list[str]:
 
 def validate_generator(g) -> None:
     from mfexp.mosaicfusion.layout import check_jitter, check_sizes
-    from mfexp.mosaicfusion.masks import AREA_REFERENCES, REFINE_METHODS
+    from mfexp.mosaicfusion.masks import check_area_bounds, check_area_reference, check_refine, check_threshold
     from mfexp.mosaicfusion.models import DTYPES, SCHEDULERS
     from mfexp.mosaicfusion.pipeline import DECODE_MODES
     from mfexp.synthetic import check_num_objects
@@ -208,22 +208,20 @@ def validate_generator(g) -> None:
     check_sizes(g.region_size, g.overlap, 1)  # again with the VAE's stride when the model is loaded
     check_jitter(g.jitter, g.jitter_levels)
     _owned("generator.num_objects", g.num_objects, check_num_objects)
-    t = g.mask.threshold
-    number = isinstance(t, (int, float)) and not isinstance(t, bool)
+    _owned("generator.mask.threshold", g.mask.threshold, check_threshold)
+    _owned("generator.mask.refine", g.mask.refine, check_refine)
+    _owned("generator.mask.area_reference", g.mask.area_reference, check_area_reference)
+    _owned("generator.mask.min_area", g.mask.min_area, lambda a: check_area_bounds(a, g.mask.max_area))
     schedulers = ["default", *SCHEDULERS]
     checks = [
         (g.dtype in DTYPES, "dtype", _choices(DTYPES)),
         (g.scheduler in schedulers, "scheduler", _choices(schedulers)),
         (g.decode in DECODE_MODES, "decode", _choices(DECODE_MODES)),
-        (g.mask.refine in REFINE_METHODS, "mask.refine", _choices(REFINE_METHODS)),
-        (g.mask.area_reference in AREA_REFERENCES, "mask.area_reference", _choices(AREA_REFERENCES)),
         ("{name}" in g.prompt, "prompt", "must contain {name}, the category's name"),
         (g.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
         (g.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
         (math.isfinite(g.blend_sigma) and g.blend_sigma > 0, "blend_sigma", "must be > 0 (x the region's size)"),
         (g.batch_size >= 1, "batch_size", "must be >= 1"),
-        (t == "otsu" or (number and 0 < t < 1), "mask.threshold", "must be otsu or a number in (0, 1)"),
-        (0 <= g.mask.min_area <= g.mask.max_area, "mask.min_area", "must be in [0, generator.mask.max_area]"),
     ]
     _check_all(g, "generator", checks)
 
