@@ -15,14 +15,17 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mfexp.draw import gallery_items, write_overlays
-from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
-from mfexp.lvis import SYNTHETIC_IMAGE_ID_BASE, image_record, lvis_file, mask_annotation
 from mfexp.runpaths import RunPaths
-from mfexp.tracking import Tracker
+
+if TYPE_CHECKING:
+    from mfexp.tracking import Tracker
+
+# The policies import numpy alone (the generator's path, mfexp.mosaicfusion.pipeline, uses them and needs no
+# pycocotools); the files' functions import the LVIS format and drawing where they run.
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +95,8 @@ MAX_INSTANCES_PER_IMAGE = 1000  # instance k of an image has annotation id image
 
 def image_id(index: int) -> int:
     """The annotation files' id of synthetic image ``index`` (its own range, apart from real images' ids)."""
+    from mfexp.lvis import SYNTHETIC_IMAGE_ID_BASE
+
     return SYNTHETIC_IMAGE_ID_BASE + int(index)
 
 
@@ -101,6 +106,9 @@ def image_name(index: int) -> str:
 
 def write_image(paths: RunPaths, index: int, rgb: np.ndarray, jpeg_quality: int) -> dict:
     """The run's ``synthetic/images/<index>.jpg`` (atomic); returns the image's record for annotations.json."""
+    from mfexp.fileio import atomic_write_bytes, encode_jpeg
+    from mfexp.lvis import image_record
+
     name = image_name(index)
     atomic_write_bytes(paths.synthetic_images / name, encode_jpeg(rgb, jpeg_quality))
     return image_record(image_id(index), name, rgb.shape[0], rgb.shape[1])
@@ -109,6 +117,8 @@ def write_image(paths: RunPaths, index: int, rgb: np.ndarray, jpeg_quality: int)
 def image_annotations(index: int, masks: Sequence[np.ndarray], category_ids: Sequence[int]) -> list[dict]:
     """The annotations of image ``index``: instance k is ``masks[k]`` of ``category_ids[k]`` (at most
     MAX_INSTANCES_PER_IMAGE)."""
+    from mfexp.lvis import mask_annotation
+
     if len(masks) > MAX_INSTANCES_PER_IMAGE:
         raise ValueError(f"image {index}: {len(masks)} instances, more than {MAX_INSTANCES_PER_IMAGE}")
     iid = image_id(index)
@@ -145,6 +155,10 @@ def write_set(
     """The run's synthetic/annotations.json (atomic, ``info``: the augmenter's name and ``summary``) and gallery.jpg
     (``shown``, [(rgb, masks, labels)], or else the first ``gallery_size`` images read back); the counts, the
     gallery, its images with their masks and the skip reasons to ``tracker``; one line to the log."""
+    from mfexp.draw import gallery_items, write_overlays
+    from mfexp.fileio import atomic_write_json
+    from mfexp.lvis import lvis_file
+
     info = {"generator": augmenter, **summary}
     atomic_write_json(paths.synthetic_annotations, lvis_file(images, annotations, categories, info=info))
     if shown is None:

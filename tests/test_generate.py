@@ -342,3 +342,20 @@ def test_compiled_denoiser_makes_the_same_mosaics(tiny_pipe, categories_file):
     for a, b in zip(*made):
         assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 2
         assert a.reason == b.reason
+
+
+def test_sd1_mosaics_are_pinned(tiny_pipe, categories_file):
+    """The SD 1.x path's output for a fixed seed, recorded when the families were split out (issue 22): a change of
+    the algorithm or of the unet family shows here first. Means of the uint8 images; the skip reasons' areas."""
+    cats = load_categories(categories_file)
+    cfg = compose(["generator/model=tiny_random", "generator.num_objects=2", "generator.mask.min_area=0.02"])
+    gen = MosaicFusionGenerator(tiny_pipe, cfg.generator, cfg.synthetic)
+    pinned = {
+        0: ((64, 32, 3), 107.38004557291667, "largest areas [34, 62, 284, 325] px"),
+        1: ((32, 64, 3), 106.76676432291667, "largest areas [31, 54, 195, 333] px"),
+        2: ((32, 64, 3), 109.15869140625, "largest areas [1, 1, 217, 467] px"),
+    }
+    for i, (shape, mean, areas) in pinned.items():
+        (res,) = gen([gen.plan(i, cats, cats, 0)])
+        assert res.image.shape == shape and abs(res.image.astype(np.float64).mean() - mean) < 0.05
+        assert areas in res.reason
