@@ -53,7 +53,7 @@ VARIANTS = ("before", "after", "nocapture", "plain")
 
 # ------------------------------------------------------------------------------------------------ one subprocess
 def compose_config(args):
-    from mfexp.__main__ import compose
+    from mfexp.compose import compose
 
     overrides = list(MODELS[args.model]) + [f"generator.dtype={args.dtype}", f"generator.compile={args.compile}"]
     if args.steps is not None:

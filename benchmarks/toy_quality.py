@@ -49,7 +49,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mfexp.__main__ import compose  # noqa: E402
+from mfexp.compose import compose  # noqa: E402
 from mfexp.toyworld.world import (  # noqa: E402
     build_categories,
     classify_colour,

@@ -456,14 +456,18 @@ def check_config(cfg) -> Check:
 
 
 def run_checks(cfg) -> list[Check]:
+    from mfexp.augmenters import uses
+
     paper = is_paper_scale(cfg)
     scale = "paper" if paper else "toy"
     allow = _truthy(OmegaConf.select(cfg, "generator.model.allow_download", default=False))
     stages = [str(s) for s in OmegaConf.select(cfg, "stages", default=[])]
-    augmenter = OmegaConf.select(cfg, "augmenter.name", default="mosaicfusion")
+    augmenter = OmegaConf.select(cfg, "augmenter.name", default="?")
     if "generate" not in stages:
         generator = Check("generator", SKIP, "no generate stage")
-    elif augmenter != "mosaicfusion":
+    elif OmegaConf.select(cfg, "generate.reuse"):
+        generator = Check("generator", SKIP, "generate.reuse copies a synthetic set")
+    elif not uses(cfg, "text_to_image"):
         generator = Check("generator", SKIP, f"augmenter={augmenter} uses no text-to-image model")
     else:
         generator = check_generator_weights(cfg.generator.model)
@@ -473,7 +477,9 @@ def run_checks(cfg) -> list[Check]:
         pretrained = Check("pretrained", SKIP, "no train stage")
     checks = [check_config(cfg), check_versions(), check_dataset(cfg), generator, pretrained]
     family = str(OmegaConf.select(cfg, "generator.model.family", default="unet"))
-    min_free = FAMILY_GPU_FREE_GIB.get(family) if paper and "generate" in stages else None
+    min_free = (
+        FAMILY_GPU_FREE_GIB.get(family) if paper and "generate" in stages and uses(cfg, "text_to_image") else None
+    )
     gpu = check_gpu(cfg.trainer, paper, min_free)
     acc = str(cfg.trainer.get("accelerator", "auto")).lower()
     checks += [
@@ -500,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from mfexp.__main__ import compose
+    from mfexp.compose import compose
 
     try:
         cfg = compose(argv)

@@ -17,7 +17,7 @@ from dataclasses import make_dataclass
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 TRAIN_DATA = ("real", "synthetic", "both")
 STAGE_ORDER = ("generate", "train", "evaluate")  # the order the stages run in, whatever order `stages` lists
@@ -81,7 +81,7 @@ GeneratorConfig = schema(
 
 # ---------------------------------------------------------------------------------------------------- augmenters
 
-AugmenterConfig = schema("AugmenterConfig", name=str, _target_=str)
+AugmenterConfig = schema("AugmenterConfig", name=str, _target_=str, uses=list[str])
 CopyPasteOptions = schema(
     "CopyPasteOptions",
     image_size=list[int] | None, ratio_range=list[float], max_num_pasted=int,
@@ -176,6 +176,15 @@ def _check_all(node, prefix: str, checks: list) -> None:
         _check(ok, f"{prefix}.{key}", OmegaConf.select(node, key), rule)
 
 
+def _owned(key: str, value, check) -> None:
+    """A rule its library module owns: ``check(value)`` raises a ValueError that speaks of its argument; here it
+    names the config ``key``."""
+    try:
+        check(value)
+    except ValueError as e:
+        _check(False, key, value, str(e))
+
+
 def _choices(choices) -> str:
     return f"must be one of {', '.join(choices)}"
 
@@ -191,41 +200,38 @@ def check_stages(stages) -> list[str]:
 
 def validate_generator(g) -> None:
     from mfexp.mosaicfusion.layout import check_jitter, check_sizes
-    from mfexp.mosaicfusion.masks import AREA_REFERENCES, REFINE_METHODS
+    from mfexp.mosaicfusion.masks import check_area_bounds, check_area_reference, check_refine, check_threshold
     from mfexp.mosaicfusion.models import DTYPES, SCHEDULERS
     from mfexp.mosaicfusion.pipeline import DECODE_MODES
     from mfexp.synthetic import check_num_objects
 
     check_sizes(g.region_size, g.overlap, 1)  # again with the VAE's stride when the model is loaded
     check_jitter(g.jitter, g.jitter_levels)
-    try:
-        check_num_objects(g.num_objects)
-    except ValueError as e:
-        _check(False, "generator.num_objects", g.num_objects, str(e))
-    t = g.mask.threshold
-    number = isinstance(t, (int, float)) and not isinstance(t, bool)
+    _owned("generator.num_objects", g.num_objects, check_num_objects)
+    _owned("generator.mask.threshold", g.mask.threshold, check_threshold)
+    _owned("generator.mask.refine", g.mask.refine, check_refine)
+    _owned("generator.mask.area_reference", g.mask.area_reference, check_area_reference)
+    _owned("generator.mask.min_area", g.mask.min_area, lambda a: check_area_bounds(a, g.mask.max_area))
     schedulers = ["default", *SCHEDULERS]
     checks = [
         (g.dtype in DTYPES, "dtype", _choices(DTYPES)),
         (g.scheduler in schedulers, "scheduler", _choices(schedulers)),
         (g.decode in DECODE_MODES, "decode", _choices(DECODE_MODES)),
-        (g.mask.refine in REFINE_METHODS, "mask.refine", _choices(REFINE_METHODS)),
-        (g.mask.area_reference in AREA_REFERENCES, "mask.area_reference", _choices(AREA_REFERENCES)),
         ("{name}" in g.prompt, "prompt", "must contain {name}, the category's name"),
         (g.num_inference_steps >= 1, "num_inference_steps", "must be >= 1"),
         (g.guidance_scale >= 0, "guidance_scale", "must be >= 0"),
         (math.isfinite(g.blend_sigma) and g.blend_sigma > 0, "blend_sigma", "must be > 0 (x the region's size)"),
         (g.batch_size >= 1, "batch_size", "must be >= 1"),
-        (t == "otsu" or (number and 0 < t < 1), "mask.threshold", "must be otsu or a number in (0, 1)"),
-        (0 <= g.mask.min_area <= g.mask.max_area, "mask.min_area", "must be in [0, generator.mask.max_area]"),
     ]
     _check_all(g, "generator", checks)
 
 
 def validate_synthetic(s) -> None:
+    from mfexp.synthetic import check_images_per_category, check_max_images
+
+    _owned("synthetic.images_per_category", s.images_per_category, check_images_per_category)
+    _owned("synthetic.max_images", s.max_images, check_max_images)
     checks = [
-        (s.images_per_category >= 1, "images_per_category", "must be >= 1"),
-        (s.max_images is None or s.max_images >= 1, "max_images", "must be >= 1 or null (all)"),
         (s.gallery_size >= 0, "gallery_size", "must be >= 0"),
         (1 <= s.jpeg_quality <= 100, "jpeg_quality", "must be in [1, 100]"),
     ]
@@ -307,5 +313,26 @@ def validate(cfg) -> None:
     validate_trainer(cfg.trainer)
     validate_synthetic(cfg.synthetic)
     validate_generator(cfg.generator)
+    from mfexp.augmenters import check_uses
+
+    _owned("augmenter.uses", cfg.augmenter.uses, check_uses)
     if OmegaConf.get_type(cfg.augmenter) is CutPasteConfig:
         validate_cut_paste(cfg.augmenter)
+
+
+def config_hash(cfg, keys, salt=None, drop=()) -> str:
+    """Short hash of the resolved config under ``keys`` (missing keys count as null), less the dotted keys of
+    ``drop`` (``augmenter.uses``), and of ``salt`` unless None. Keys are hashed by name: ``generator`` and
+    ``generator.num_objects`` hash differently."""
+    import hashlib
+    import json
+
+    picked = {} if salt is None else {"_salt": salt}
+    for k in keys:
+        v = OmegaConf.select(cfg, k)
+        picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+    for path in drop:
+        head, _, tail = path.partition(".")
+        if isinstance(picked.get(head), dict):
+            picked[head].pop(tail, None)
+    return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]

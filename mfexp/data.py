@@ -17,8 +17,6 @@ import json
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
 from mfexp.targets import locate
 
 SPLIT_KEYS = ("train_json", "train_images", "val_json", "val_images")
@@ -81,12 +79,3 @@ def without_rare_annotations(train_json: str | os.PathLike, cache_dir: str | os.
     data["novel_category_ids"] = sorted(c["id"] for c in data["categories"] if c["id"] not in left)
     atomic_write_json(out, data)
     return out
-
-
-def config_hash(cfg, keys, salt=None) -> str:
-    """Short hash of the resolved config under `keys` (missing keys count as null), and of `salt` unless None."""
-    picked = {} if salt is None else {"_salt": salt}
-    for k in keys:
-        v = OmegaConf.select(cfg, k)
-        picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
-    return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]

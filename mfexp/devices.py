@@ -1,11 +1,11 @@
 """Lightning Trainer arguments from ``cfg.trainer``, with one rule of ours: ``devices: auto`` on a CPU.
 
-Lightning reads ``devices=auto`` on a CPU as one process, which then uses every core through intra-op threads. The
-toy world's models are too small for that to pay: a UNet call of the toy diffusion model takes 25 ms with 2 threads
-and 28 ms with 1, because Python's per-module overhead, not arithmetic, bounds it. One single-threaded process per
-core does scale (measured on 2 cores: the generate stage 2.0x, training 1.43x; Lightning gives each process
-cores // processes threads). So on a CPU ``auto`` means DDP over one process per core, a power of two so that the
-detector's batch splits evenly, at most ``CPU_AUTO_MAX``. Anywhere else ``auto`` is Lightning's (all GPUs).
+Lightning reads ``devices=auto`` on a CPU as one process, which then uses every core through intra-op threads; the
+toy world's models are too small for intra-op threads to pay (Python's per-module overhead bounds them), while one
+single-threaded process per core scales (docs/results/README.md, "The default run takes 11.7 minutes"). So on a
+CPU ``auto`` means DDP over one process per core, a power of two so that the detector's batch splits evenly, at
+most ``CPU_AUTO_MAX``; Lightning gives each process cores // processes threads. Anywhere else ``auto`` is
+Lightning's (all GPUs).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ key's values (the baseline's value first, then the order the sweep lists them, t
 ascend. Written to DIR (default: the folder itself, `report/`):
 
     summary.csv, summary.md     one row per group: swept keys, n, incomplete, failed, <metric>_mean, <metric>_std
-    runs.csv                    one row per run: folder, status, swept keys, seed, metrics, seconds per stage, failure
+    runs.csv                    one row per run: folder, status, swept keys, seed, metrics, seconds per stage, failure,
+                                the versions it ran with (version_<package>, mfexp_commit, mfexp_dirty)
     <metric>_vs_<key>.png       a numeric swept key: metric vs key with error bars (one line per other-key setting)
     <metric>_by_<key>.png       a categorical swept key: grouped bars with error bars
     <metric>_paired.png         with --baseline: each row's per-seed differences from its baseline, mean and 95% CI
@@ -52,12 +53,20 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from mfexp.environment import RECORDED
+
 METRICS = ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP")
 PLOT_METRICS = ("APr", "AP")
 # the pairing key; where a synthetic set was copied from (the same data); where results are logged and stored
 IGNORED_KEYS = ("seed", "generate.reuse", "logger", "logger.mode", "logger.enabled", "paths.log_dir", "paths.cache_dir")
 DEFAULT = "(default)"  # a key's value in a run that neither overrode it nor records it
 FAILURE = ("stage", "type", "message")  # the failed.json fields the report shows
+# versions.json's fields as runs.csv columns: version_<package> for the packages, the commit fields as they are
+VERSION_COLUMNS = {
+    **{name: f"version_{name}" for name in RECORDED},
+    "mfexp_commit": "mfexp_commit",
+    "mfexp_dirty": "mfexp_dirty",
+}
 # keys that moved: run folders made under the old name are read as the new one (one column)
 RENAMED = {"synthetic.num_objects": "generator.num_objects"}
 
@@ -75,7 +84,7 @@ class ReportError(ValueError):
 @dataclass
 class Runs:
     """The run folders as one DataFrame (columns: run, status, the override keys, the metrics, seconds_<stage>,
-    wandb, failed_<field>) and what its columns are."""
+    wandb, failed_<field>, the version columns) and what its columns are."""
 
     frame: pd.DataFrame
     keys: list[str]  # override keys, first seen first
@@ -126,7 +135,22 @@ def read_run(path: Path) -> dict[str, Any]:
         "stage_times": read_json(path / "stage_times.json") or {},
         "wandb": str(wandb_runs[-1]) if wandb_runs else "",
         "failure": read_json(path / "failed.json"),
+        "versions": read_json(path / "versions.json") or {},
     }
+
+
+def versions_of(recorded: dict) -> dict[str, str]:
+    """versions.json ({stage: {field: value}}) as runs.csv's version columns: a field's value, or its stages' distinct
+    values joined by " | " where stages ran under different versions; empty where unrecorded."""
+    out = {}
+    for field_name, column in VERSION_COLUMNS.items():
+        values: list[str] = []
+        for stage in recorded.values():
+            value = stage.get(field_name) if isinstance(stage, dict) else None
+            if value is not None and str(value) not in values:
+                values.append(str(value))
+        out[column] = " | ".join(values)
+    return out
 
 
 def run_folders(*folders: str | Path) -> list[Path]:
@@ -228,7 +252,7 @@ def is_percent(metric: str) -> bool:
 def load_runs(*folders: str | Path) -> Runs:
     """Every run below the folders as one DataFrame row: run, status (complete / failed / incomplete), each override
     key (filled in as the module docstring says; DEFAULT where unknown), each metric (AP/AR in %), seconds_<stage>,
-    wandb, failed_stage / failed_type / failed_message."""
+    wandb, failed_stage / failed_type / failed_message, version_<package> / mfexp_commit / mfexp_dirty."""
     runs = [read_run(p) for p in run_folders(*folders)]
     fill_missing_keys(runs)
     keys: list[str] = []
@@ -253,6 +277,7 @@ def load_runs(*folders: str | Path) -> Runs:
         record.update({f"seconds_{s}": r["stage_times"].get(s, math.nan) for s in stages})
         record["wandb"] = r["wandb"]
         record.update({f"failed_{f}": str((r["failure"] or {}).get(f, "")) for f in FAILURE})
+        record.update(versions_of(r["versions"]))
         records.append(record)
     listed: dict[str, list[str]] = {}
     for r in runs:
@@ -268,6 +293,7 @@ def load_runs(*folders: str | Path) -> Runs:
             *(f"seconds_{s}" for s in stages),
             "wandb",
             *(f"failed_{f}" for f in FAILURE),
+            *VERSION_COLUMNS.values(),
         ],
     )
     return Runs(frame, keys, metrics, stages, listed)
@@ -615,6 +641,7 @@ def run_columns(runs: Runs, keys: list[str]) -> list[str]:
         *(f"seconds_{s}" for s in runs.stages),
         "wandb",
         *(f"failed_{f}" for f in FAILURE),
+        *VERSION_COLUMNS.values(),
     ]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import traceback
 from collections.abc import Iterator
@@ -13,128 +12,25 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from mfexp.config import STAGE_ORDER, check_stages
-from mfexp.data import config_hash
+from mfexp.config import STAGE_ORDER, check_stages, config_hash
 from mfexp.fileio import atomic_write_json
 from mfexp.runpaths import RunPaths
 from mfexp.targets import locate
-from mfexp.tracking import Tracker, is_rank_zero, start_tracking, synthetic_artifact
+from mfexp.tracking import is_rank_zero, start_tracking
 
 log = logging.getLogger(__name__)
 
 STAGES = {
-    "generate": "mfexp.run.generate",
+    "generate": "mfexp.generate.generate",
     "train": "mfexp.detection.stages.train",
     "evaluate": "mfexp.detection.stages.evaluate",
 }  # each called as fn(cfg, run_dir, tracker) -> result dict
 # the config each stage depends on (together with every earlier stage's)
 STAGE_KEYS = {
-    "generate": ("augmenter", "synthetic", "generator", "dataset", "seed", "generate"),
+    "generate": ("augmenter", "synthetic", "dataset", "seed", "generate"),  # and the generator's: stage_keys
     "train": ("detector", "train_data"),
     "evaluate": ("evaluate",),
 }
-
-
-def generate(cfg, run_dir: Path, tracker: Tracker = Tracker()) -> dict:
-    """The augmenter named by `augmenter._target_`, called as fn(cfg, run_dir, tracker) (its options live in
-    cfg.augmenter, what it makes in cfg.synthetic), or a copy of another run's synthetic set (`generate.reuse=PATH`);
-    then the positive controls of `synthetic.corrupt`, if any (mfexp.corrupt). The synthetic set is logged as a
-    dataset Artifact."""
-    from omegaconf import OmegaConf
-
-    from mfexp.corrupt import check_corrupt
-
-    corrupt = check_corrupt(OmegaConf.select(cfg, "synthetic.corrupt"))
-    reuse = OmegaConf.select(cfg, "generate.reuse")
-    if reuse:
-        result = reuse_synthetic(Path(reuse), run_dir)
-    else:
-        result = locate(cfg.augmenter._target_, "augmenter._target_")(cfg, run_dir, tracker)
-    check_kept(result)
-    result = corrupt_synthetic(cfg, run_dir, corrupt, result)
-    paths = RunPaths(run_dir)
-    if paths.synthetic_annotations.is_file():
-        tracker.log_dataset(synthetic_artifact(run_dir), paths.synthetic_annotations, paths.synthetic_images)
-    return result
-
-
-def check_kept(result: dict) -> None:
-    """An augmenter that planned images but kept none fails with its skip reasons."""
-    planned = result.get("mosaics", result.get("images", 0))
-    if planned and not result.get("kept"):
-        reasons = ", ".join(f"{n} {k}" for k, n in result.get("skip_reasons", {}).items()) or "none given"
-        raise ValueError(f"generate: kept 0 of {planned} planned images; skip reasons: {reasons}")
-
-
-def synthetic_source(source: Path) -> tuple[Path, Path]:
-    """The synthetic set that ``generate.reuse=source`` names (a run folder or its synthetic/ folder): (its folder,
-    its clean annotations file). A FileNotFoundError naming the key where there is none."""
-    source = RunPaths(source).synthetic if RunPaths(source).synthetic.is_dir() else source
-    ann = source / "annotations_clean.json"
-    ann = ann if ann.is_file() else source / "annotations.json"
-    if not ann.is_file() or not (source / "images").is_dir():
-        raise FileNotFoundError(
-            f"generate.reuse={source}: no synthetic set there (needs annotations.json and "
-            "images/; point it at a run folder whose generate stage finished)"
-        )
-    return source, ann
-
-
-def reuse_synthetic(source: Path, run_dir: Path) -> dict:
-    """Copy a synthetic set (a run folder or its synthetic/ folder) into this run: the same data under other
-    training settings or corruptions, without generating it again."""
-    source, ann = synthetic_source(source)
-    out = RunPaths(run_dir).synthetic
-    if out.resolve() == source.resolve():
-        raise ValueError(f"generate.reuse={source} is this run's own synthetic folder")
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(source / "images", out / "images")
-    shutil.copy2(ann, out / "annotations.json")
-    if (source / "gallery.jpg").is_file():
-        shutil.copy2(source / "gallery.jpg", out / "gallery.jpg")
-    data = json.loads(ann.read_text())
-    log.info(
-        "generate: reused %d synthetic images (%d instances) from %s",
-        len(data["images"]),
-        len(data["annotations"]),
-        source,
-    )
-    return {"reused": str(source), "kept": len(data["images"]), "instances": len(data["annotations"])}
-
-
-def corrupt_synthetic(cfg, run_dir: Path, corrupt: dict, result: dict) -> dict:
-    """Apply `synthetic.corrupt` to the run's synthetic set (clean copy kept as annotations_clean.json)."""
-    from mfexp.corrupt import corrupt_lvis, is_active
-
-    syn = RunPaths(run_dir).synthetic
-    ann, clean = RunPaths(run_dir).synthetic_annotations, syn / "annotations_clean.json"
-    if not ann.is_file():
-        if is_active(corrupt):
-            raise ValueError(
-                f"synthetic.corrupt={corrupt} needs a synthetic set, but augmenter={cfg.augmenter.name} made none"
-            )
-        return result
-    if not is_active(corrupt):
-        clean.unlink(missing_ok=True)
-        return result
-    if not is_rank_zero():
-        return result
-    if not (clean.is_file() and json.loads(ann.read_text()).get("info", {}).get("corrupt")):
-        shutil.copy2(ann, clean)  # the augmenter (or reuse) has just written a clean set
-    data, summary = corrupt_lvis(json.loads(clean.read_text()), corrupt, int(cfg.seed))
-    atomic_write_json(ann, data)
-    from mfexp.draw import write_gallery
-
-    write_gallery(syn, data["images"], data["annotations"], data["categories"], int(cfg.synthetic.gallery_size))
-    log.info(
-        "generate: positive control %s: %d of %d instances relabelled, masks %s",
-        corrupt,
-        summary["relabelled"],
-        summary["instances"],
-        summary["masks"],
-    )
-    return dict(result, corrupt=summary)
 
 
 def preflight(cfg) -> None:
@@ -148,15 +44,34 @@ def preflight(cfg) -> None:
     check_accelerator(str(cfg.trainer.accelerator))
     reuse = OmegaConf.select(cfg, "generate.reuse")
     if reuse and "generate" in cfg.stages:
+        from mfexp.generate import synthetic_source
+
         synthetic_source(Path(reuse))
 
 
-def stage_hash(cfg, stage: str) -> str:
-    from mfexp.augmenters import IMAGE_SEEDS, MAKES_IMAGES
+def stage_keys(cfg, stage: str) -> list[str]:
+    """The config keys ``stage`` depends on: its own and every earlier stage's (STAGE_KEYS); of the generator, all of
+    it where the augmenter uses a text-to-image model, else only N (generator.num_objects) where it makes a set."""
+    from mfexp.augmenters import uses
 
     keys = [k for s in STAGE_ORDER[: STAGE_ORDER.index(stage) + 1] for k in STAGE_KEYS[s]]
-    makes_images = cfg.augmenter.get("_target_") in MAKES_IMAGES and not cfg.generate.reuse
-    return config_hash(cfg, keys, salt=IMAGE_SEEDS if makes_images else None)
+    if uses(cfg, "text_to_image"):
+        keys.append("generator")
+    elif uses(cfg, "synthetic_set"):
+        keys.append("generator.num_objects")
+    return keys
+
+
+def stage_hash(cfg, stage: str) -> str:
+    """The hash a stage's marker holds: its keys (``stage_keys``; ``augmenter.uses`` left out, it declares what the
+    augmenter needs, not what it makes), salted with IMAGE_SEEDS where the augmenter makes a synthetic set."""
+    from mfexp.augmenters import uses
+    from mfexp.synthetic import IMAGE_SEEDS
+
+    makes_images = uses(cfg, "synthetic_set") and not cfg.generate.reuse
+    return config_hash(
+        cfg, stage_keys(cfg, stage), salt=IMAGE_SEEDS if makes_images else None, drop=("augmenter.uses",)
+    )
 
 
 class StageFailed(RuntimeError):
@@ -258,6 +173,8 @@ def run_stage(cfg, paths: RunPaths, stage: str) -> tuple[dict, float | None]:
             log.info("stage %s: done earlier for this config, skipped (%s)", stage, marker)
             return done["result"], done.get("seconds")
     log.info("stage %s: running", stage)
+    if is_rank_zero():
+        record_versions(paths, stage)
     start = time.time()
     tracker = start_tracking(cfg, paths.root, stage)
     try:
@@ -271,6 +188,17 @@ def run_stage(cfg, paths: RunPaths, stage: str) -> tuple[dict, float | None]:
         atomic_write_json(marker, {"hash": h, "result": result, "seconds": seconds})
     log.info("stage %s: done in %.1f s", stage, seconds)
     return result, seconds
+
+
+def record_versions(paths: RunPaths, stage: str) -> None:
+    """versions.json: ``stage`` runs with this environment's versions and mfexp commit (other stages' entries kept)."""
+    from mfexp.environment import run_versions
+
+    try:
+        recorded = json.loads(paths.versions.read_text())
+    except (OSError, ValueError):
+        recorded = {}
+    atomic_write_json(paths.versions, dict(recorded if isinstance(recorded, dict) else {}, **{stage: run_versions()}))
 
 
 def summary(results: dict, run_dir: Path) -> str:
@@ -298,7 +226,7 @@ def summary(results: dict, run_dir: Path) -> str:
     look = [
         p
         for p in (
-            paths.synthetic / "gallery.jpg",
+            paths.synthetic_gallery,
             paths.evaluate / "predictions.jpg",
             paths.evaluate / "per_category.csv",
             paths.metrics,

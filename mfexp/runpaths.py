@@ -34,12 +34,24 @@ class RunPaths:
     # the run folder's layout
     synthetic = _Under("synthetic", doc="The generate stage's synthetic set: images/, annotations.json, gallery.jpg.")
     synthetic_annotations = _Under("synthetic", "annotations.json")
+    synthetic_clean_annotations = _Under(
+        "synthetic", "annotations_clean.json", doc="The set before `synthetic.corrupt` (only while one is active)."
+    )
     synthetic_images = _Under("synthetic", "images")
+    synthetic_gallery = _Under("synthetic", "gallery.jpg")
+    synthetic_parts = _Under(
+        "synthetic", "parts", doc="MosaicFusion's finished mosaics, one <index>.json each, and config.sha1."
+    )
     train = _Under("train")
     last_checkpoint = _Under("train", "checkpoints", "last.ckpt")
     evaluate = _Under("evaluate")
     metrics = _Under("metrics.json", doc="The evaluate stage's headline numbers (lvis-api fractions).")
     stage_times = _Under("stage_times.json")
+    versions = _Under(
+        "versions.json",
+        doc="{stage: the versions it ran with}: torch, diffusers, transformers, mmdet, mmcv, mfexp_commit, "
+        "mfexp_dirty (mfexp.environment.run_versions), written as the stage starts.",
+    )
     failed = _Under(
         "failed.json",
         doc="Written when a stage raised: {stage, type, message, traceback, time}; removed by a later success.",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up (or reuse) the project's virtual environment: torch (the version pinned in pyproject.toml), mmcv 2.1.0 with
 # ops built from source once per torch/CUDA flavour and cached as a wheel, mmdet 3.3.0 and the rest. No torchvision.
+# Every version comes from the lock, constraints.txt (pip -c); `bash scripts/lock.sh` refreshes it.
 #
 # Usage: bash scripts/setup.sh [--test] [--cuda[=cuXYZ]]
 #   --test         also install the test tools and what the slow tests need (the slurm extra: submitit)
@@ -56,7 +57,8 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
-stamp="$VENV/.mfexp-setup-$(cat pyproject.toml scripts/setup.sh | sha1sum | cut -c1-12).$FLAVOR"
+INSTALL="$PIP install -c constraints.txt"   # every install takes the lock's versions
+stamp="$VENV/.mfexp-setup-$(cat pyproject.toml scripts/setup.sh constraints.txt | sha1sum | cut -c1-12).$FLAVOR"
 if [ -f "$stamp" ] && [ "$TEST" = 0 -o -f "$stamp.test" ]; then exit 0; fi
 
 if [ "$FLAVOR" != cpu ]; then
@@ -75,7 +77,7 @@ if [ "$FLAVOR" != cpu ]; then
   fi
 fi
 # switching flavour in an existing venv: drop torch and mmcv (same version numbers would count as installed).
-# A venv with torch but without the marker was made by the CPU-only set-up of earlier versions.
+# A venv with torch but without the marker holds a CPU build (the marker is written at the end of a set-up).
 PREV=$(cat "$VENV/.mfexp-flavor" 2>/dev/null || true)
 if [ -z "$PREV" ] && [ -n "$(ls -d "$VENV"/lib/python*/site-packages/torch 2>/dev/null)" ]; then PREV=cpu; fi
 if [ -n "$PREV" ] && [ "$PREV" != "$FLAVOR" ]; then
@@ -84,17 +86,19 @@ if [ -n "$PREV" ] && [ "$PREV" != "$FLAVOR" ]; then
 fi
 rm -f "$VENV"/.mfexp-setup-*
 
-$PIP install -U "pip<26" "setuptools>=77.0.3,<81" wheel ninja
+$INSTALL -U "pip<26" "setuptools>=77.0.3,<81" wheel ninja
 if [ "$FLAVOR" = cpu ]; then
-  $PIP install "torch==$TORCH_VERSION" numpy
+  $INSTALL "torch==$TORCH_VERSION" numpy
 else
+  # the CUDA index alone (it may lack the lock's versions of torch's dependencies): the installs below, from PyPI
+  # under the lock, then move those dependencies to the locked versions
   INDEX=${MFEXP_TORCH_INDEX:-https://download.pytorch.org/whl/$FLAVOR}
   $PIP install "torch==$TORCH_VERSION+$FLAVOR" --index-url "$INDEX" || {
     echo "setup.sh: could not install torch==$TORCH_VERSION+$FLAVOR from $INDEX: pick a CUDA variant that" \
          "PyTorch publishes for $TORCH_VERSION (https://pytorch.org/get-started/locally/;" \
          "2.13: cu126, cu130, cu132)" >&2
     exit 1; }
-  $PIP install numpy
+  $INSTALL numpy
   $VENV/bin/python -c "import sys, torch; print('torch', torch.__version__, '| GPU visible:',
     torch.cuda.is_available()); sys.exit(0 if torch.version.cuda else 1)" \
     || { echo "setup.sh: the installed torch is not a CUDA build" >&2; exit 1; }
@@ -158,14 +162,14 @@ if ! ls "$MMCV_DIR"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
     echo "$ARCHS" > "$MMCV_DIR/ARCH_LIST"
   fi
 fi
-$PIP install "$MMCV_DIR"/mmcv-2.1.0-*.whl mmengine==0.10.7 "mmdet==3.3.0"
+$INSTALL "$MMCV_DIR"/mmcv-2.1.0-*.whl mmengine==0.10.7 "mmdet==3.3.0"
 # lvis depends on opencv-python; we use the contrib build (ximgproc) instead, so install lvis without deps.
-$PIP install --no-deps lvis==0.5.3
-$PIP install -e .
-if [ "$TEST" = 1 ]; then $PIP install -e '.[test,slurm]'; fi
+$INSTALL --no-deps lvis==0.5.3
+$INSTALL -e .
+if [ "$TEST" = 1 ]; then $INSTALL -e '.[test,slurm]'; fi
 # mmengine asks for opencv-python; keep exactly one cv2: the contrib build (cv2.ximgproc)
 $PIP uninstall -y opencv-python opencv-python-headless >/dev/null 2>&1 || true
-$PIP install --force-reinstall --no-deps opencv-contrib-python-headless
+$INSTALL --force-reinstall --no-deps opencv-contrib-python-headless
 # guard: torchvision breaks diffusers/transformers imports against the CPU torch (and the project does not use it)
 if $VENV/bin/python -c "import torchvision" 2>/dev/null; then $PIP uninstall -y torchvision; fi
 if [ "$FLAVOR" != cpu ]; then

@@ -159,7 +159,7 @@ def test_two_identical_commands_make_each_image_once(tmp_path):
     assert codes == [0, 1], logs[-3000:]
     assert logs.count("is in use by process") == 1 and logs.count("0 already done, 8 to make") == 1, logs[-3000:]
     ann = json.loads((tmp_path / "run" / "synthetic" / "annotations.json").read_text())
-    assert ann["info"]["mosaics"] == 8
+    assert ann["info"]["planned"] == 8
 
 
 def alive(pid: int) -> bool:

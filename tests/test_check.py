@@ -5,6 +5,7 @@ import re
 
 import pytest
 import torch
+from helpers import ROOT
 from omegaconf import OmegaConf
 
 from mfexp import check
@@ -245,3 +246,24 @@ def test_bad_value_fails_the_config_check(tmp_path, capsys):
     )
     status, message, fix = report(capsys.readouterr().out)["config"]
     assert code == 1 and status == FAIL and message.startswith("synthetic.jpeg_quality=500") and fix
+
+
+AUGMENTERS = sorted(p.stem for p in (ROOT / "conf" / "augmenter").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("augmenter", AUGMENTERS)
+def test_the_preflight_checks_the_model_of_every_augmenter_that_uses_one(augmenter, tmp_path, capsys):
+    from helpers import compose
+
+    from mfexp.augmenters import uses
+
+    overrides = lvis_overrides(tmp_path, f"augmenter={augmenter}")
+    t2i = uses(compose(overrides), "text_to_image")  # declared in conf/augmenter/<name>.yaml
+    check.main(overrides)
+    rows = report(capsys.readouterr().out)
+    assert rows["config"][0] == OK, rows["config"]
+    if t2i:  # the paper's SD weights are not here
+        assert rows["generator"][0] == FAIL and "CompVis/stable-diffusion-v1-4" in rows["generator"][1]
+    else:
+        assert rows["generator"][0] == SKIP and f"augmenter={augmenter}" in rows["generator"][1]
+    assert t2i == (augmenter in ("mosaicfusion", "mosaicfusion_copy_paste"))

@@ -37,7 +37,7 @@ def test_experiments_compose(experiment):
 
 
 def test_run_folder_named_by_overrides():
-    from mfexp.__main__ import run_name
+    from mfexp.compose import run_name
 
     assert run_name("") == "default"
     assert run_name("generator.num_objects=2,generator/model=toy") == "generator.num_objects=2,generator_model=toy"

@@ -1,4 +1,4 @@
-"""Positive controls (mfexp.corrupt) and the generate stage's reuse + corruption (mfexp.run.generate)."""
+"""Positive controls (mfexp.corrupt) and the generate stage's reuse + corruption (mfexp.generate.generate)."""
 
 import json
 
@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from mfexp.corrupt import check_corrupt, corrupt_lvis, degrade_mask, relabel
 from mfexp.fileio import encode_jpeg
+from mfexp.generate import generate
 from mfexp.lvis import decode_rle, image_record, lvis_file, mask_annotation
-from mfexp.run import generate
 
 
 def tiny_set(n_images=6, per_image=4, size=32):

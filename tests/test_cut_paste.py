@@ -173,7 +173,7 @@ def test_cut_paste_output_is_valid_lvis_and_coco(tmp_path, monkeypatch, fixture_
     summary = run_cut_paste(monkeypatch, fixture_files, tmp_path / "run")
     out = tmp_path / "run" / "synthetic"
     # main categories: rare = red_box (instances) and ghost (none): 3 images each, ghost's skipped with a reason
-    assert summary["images"] == 6 and summary["kept"] == 3 and summary["skipped"] == 3
+    assert summary["planned"] == 6 and summary["kept"] == 3 and summary["skipped"] == 3
     assert summary["skip_reasons"] == {"no source instance of the main category": 3}
     data = json.loads((out / "annotations.json").read_text())
     assert data["categories"] == CATEGORIES

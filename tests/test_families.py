@@ -285,6 +285,6 @@ def test_tiny_family_generates_a_valid_lvis_set(model, tmp_path, categories_file
     summary = mf_augmenter.generate_mosaicfusion(cfg, tmp_path)
     out = tmp_path / "synthetic"
     lvis = LVIS(str(out / "annotations.json"))
-    assert summary["mosaics"] == 8 and summary["kept"] + summary["skipped"] == 8
+    assert summary["planned"] == 8 and summary["kept"] + summary["skipped"] == 8
     assert len(lvis.get_img_ids()) == summary["kept"] and len(lvis.get_ann_ids()) == 2 * summary["kept"]
     assert summary["kept"] > 0, summary

@@ -57,7 +57,7 @@ def test_annotations_are_valid_lvis_and_coco(generated, categories_file):
     out = run_dir / "synthetic"
     lvis = LVIS(str(out / "annotations.json"))
     coco = COCO(str(out / "annotations.json"))
-    assert summary["mosaics"] == 4 * 3 and summary["kept"] + summary["skipped"] == 12
+    assert summary["planned"] == 4 * 3 and summary["kept"] + summary["skipped"] == 12
     assert summary["kept"] > 0, summary
     assert len(lvis.get_img_ids()) == summary["kept"] == len(coco.getImgIds())
     assert len(lvis.get_ann_ids()) == 2 * summary["kept"]
@@ -120,7 +120,7 @@ def test_resume_after_a_crash_loses_and_duplicates_nothing(generated, tmp_path, 
     assert len(list((out / "parts").glob("*.json"))) == 5 and not (out / "annotations.json").exists()
     monkeypatch.setattr(mf_augmenter, "write_part", real_write)
     summary = mf_augmenter.generate_mosaicfusion(cfg, tmp_path)
-    assert summary["mosaics"] == 12
+    assert summary["planned"] == 12
     assert read_outputs(out) == read_outputs(ref_dir / "synthetic")
     ids = [a["id"] for a in json.loads((out / "annotations.json").read_text())["annotations"]]
     assert len(ids) == len(set(ids))

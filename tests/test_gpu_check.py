@@ -40,7 +40,7 @@ def test_gpu_check_cpu_dry_run(tmp_path):
 def test_generator_path_imports_no_detector_stack():
     code = (
         "import sys\n"
-        "from mfexp.__main__ import compose\n"
+        "from mfexp.compose import compose\n"
         "from mfexp.mosaicfusion import attention, masks, models, pipeline\n"
         "from mfexp.mosaicfusion.families import unet\n"
         "from mfexp.toyworld import world\n"

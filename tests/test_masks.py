@@ -146,7 +146,7 @@ def test_area_reference_from_the_mask_config():
     assert reference_area(cfg) == NOMINAL
     assert reference_area(cfg, nominal_size=(10, 20)) == 200
     assert reference_area(MASK_CFG) is None
-    with pytest.raises(ValueError, match="area_reference must be one of nominal, region"):
+    with pytest.raises(ValueError, match="area_reference='canvas' must be one of nominal, region"):
         reference_area(OmegaConf.merge(MASK_CFG, {"area_reference": "canvas"}))
     with pytest.raises(ValueError, match="nominal_size must be"):
         reference_area(OmegaConf.merge(cfg, {"nominal_size": [384]}))

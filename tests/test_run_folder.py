@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import FIXTURES, ROOT, compose
 
+import mfexp.generate
 from mfexp import run
 from mfexp.runpaths import RunPaths
 from mfexp.tracking import run_key, start_tracking
@@ -41,7 +42,7 @@ def test_a_failing_stage_leaves_failed_json_and_a_later_success_removes_it(tmp_p
     def out_of_memory(cfg, run_dir, tracker):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run, "generate", out_of_memory)  # STAGES names it by its dotted path
+    monkeypatch.setattr(mfexp.generate, "generate", out_of_memory)  # STAGES names it by its dotted path
     with pytest.raises(run.StageFailed, match="stage generate failed: RuntimeError: CUDA out of memory") as info:
         run.run_experiment(cfg, tmp_path)
     assert info.value.path == paths.failed
@@ -106,7 +107,7 @@ def test_sigterm_during_generate_saves_the_finished_mosaics_and_the_rerun_resume
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{done} already done, {20 - done} to make" in again.stdout + again.stderr
     ann = json.loads((tmp_path / "run" / "synthetic" / "annotations.json").read_text())
-    assert ann["info"]["mosaics"] == 20
+    assert ann["info"]["planned"] == 20
 
 
 def test_a_slurm_task_of_rank_1_writes_nothing_and_starts_no_wandb(tmp_path):
@@ -189,7 +190,7 @@ def test_each_stage_logs_a_wandb_run_with_the_resolved_config(tmp_path, monkeypa
                 logged[key[0]] = json.loads(item.value_json)
             else:
                 logged.setdefault(key[0], {})[key[1]] = json.loads(item.value_json)
-    assert logged["generate/kept"] == result["kept"] and logged["generate/mosaics"] == 12
+    assert logged["generate/kept"] == result["kept"] and logged["generate/planned"] == 12
     assert logged["generate/masks"]["_type"] == "images/separated"
     assert logged["generate/masks"]["count"] == len(logged["generate/masks"]["all_masks"]) == result["kept"]
     assert logged["generate/skip_reasons"]["_type"] == "table-file"

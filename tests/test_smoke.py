@@ -25,7 +25,7 @@ def test_smoke_experiment_end_to_end(tmp_path):
     for key in ("AP", "APr", "APc", "APf", "AP_novel", "bbox_AP"):
         assert key in metrics
     syn = json.loads((run / "synthetic" / "annotations.json").read_text())
-    assert syn["info"]["mosaics"] == 6 and len(syn["images"]) == syn["info"]["kept"]
+    assert syn["info"]["planned"] == 6 and len(syn["images"]) == syn["info"]["kept"]
     assert (run / "synthetic" / "gallery.jpg").exists() and (run / "train" / "config.py").exists()
     assert (run / "evaluate" / "predictions.json").exists()
     stages = {p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*")}

@@ -6,12 +6,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from helpers import ROOT
 
-from mfexp.datasets.toyworld import prepare_toyworld
+from mfexp.datasets.toyworld import PARAMS, prepare_toyworld
 from mfexp.lvis import lvis_frequency
 from mfexp.toyworld.world import COLOURS, SHAPES, build_categories, render_object, shape_mask
 
+# the world of conf/dataset/toyworld.yaml, the one place its parameters' values are written
+DEFAULT = {
+    k: v for k, v in yaml.safe_load((ROOT / "conf" / "dataset" / "toyworld.yaml").read_text()).items() if k in PARAMS
+}
 TINY = {
+    **DEFAULT,
     "seed": 3,
     "num_train_images": 40,
     "num_val_images": 16,
@@ -162,9 +169,15 @@ def test_impossible_sizes_raise(tmp_path, override):
 
 @pytest.mark.slow
 def test_default_world_is_long_tailed(tmp_path):
-    out = prepare_toyworld({"cache_dir": str(tmp_path)})
+    out = prepare_toyworld({**DEFAULT, "cache_dir": str(tmp_path)})
     train = _load(out["train_json"])
     novel = set(train["novel_category_ids"])
     groups = Counter(c["frequency"] for c in train["categories"] if c["id"] not in novel)
     assert groups["r"] >= 8 and groups["c"] >= 8 and groups["f"] >= 3
     assert len(novel) >= 5
+
+
+def test_every_parameter_comes_from_the_yaml(tmp_path):
+    assert set(DEFAULT) == set(PARAMS)
+    with pytest.raises(ValueError, match="no image_size"):
+        prepare_toyworld({k: v for k, v in TINY.items() if k != "image_size"} | {"cache_dir": str(tmp_path)})

@@ -30,24 +30,23 @@ import numpy as np
 from mfexp.callbacks import with_progress
 from mfexp.config import CutPasteConfig, SyntheticConfig
 from mfexp.data import prepare_dataset
-from mfexp.draw import write_overlays
-from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg, read_rgb
-from mfexp.lvis import (
-    SYNTHETIC_IMAGE_ID_BASE,
-    annotation_mask,
-    image_record,
-    image_relpath,
-    lvis_file,
-    mask_annotation,
-    select_categories,
-)
+from mfexp.fileio import read_rgb
+from mfexp.lvis import annotation_mask, image_relpath, select_categories
 from mfexp.runpaths import RunPaths
-from mfexp.synthetic import check_num_objects, image_seed, objects_per_image
+from mfexp.synthetic import (
+    MAX_INSTANCES_PER_IMAGE,
+    check_num_objects,
+    image_annotations,
+    image_budget,
+    image_seed,
+    objects_per_image,
+    summarise,
+    write_image,
+    write_set,
+)
 from mfexp.tracking import Tracker, is_rank_zero
 
 log = logging.getLogger(__name__)
-
-MAX_INSTANCES_PER_IMAGE = 1000  # annotation ids are image_id * 1000 + k
 
 
 # ----------------------------------------------------------------------------------------------- pure functions
@@ -312,13 +311,12 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             f"synthetic.mixed_frequency={list(syn.mixed_frequency)}: no instance (area >= "
             f"{opts.min_source_area} px) of the selected categories in the train set"
         )
-    total = len(main) * syn.images_per_category
-    if syn.max_images is not None:
-        total = min(total, syn.max_images)
+    total = image_budget(len(main), syn.images_per_category, syn.max_images)
     if not is_rank_zero():
         return {}
 
-    out = RunPaths(run_dir).synthetic
+    paths = RunPaths(run_dir)
+    out = paths.synthetic
     if out.exists():  # another augmenter's or an unfinished run's output
         shutil.rmtree(out)
     seed = int(cfg.seed)
@@ -347,14 +345,8 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             log.debug("image %d skipped: every pasted object occluded", i)
             continue
         kept = kept[:MAX_INSTANCES_PER_IMAGE]
-        image_id = SYNTHETIC_IMAGE_ID_BASE + i
-        name = f"{i:07d}.jpg"
-        atomic_write_bytes(out / "images" / name, encode_jpeg(image, syn.jpeg_quality))
-        images.append(image_record(image_id, name, image.shape[0], image.shape[1]))
-        annotations += [
-            mask_annotation(k.mask, image_id * MAX_INSTANCES_PER_IMAGE + n, image_id, k.category_id)
-            for n, k in enumerate(kept)
-        ]
+        images.append(write_image(paths, i, image, syn.jpeg_quality))
+        annotations += image_annotations(i, [k.mask for k in kept], [k.category_id for k in kept])
         if len(shown) < syn.gallery_size:
             shown.append(
                 (
@@ -363,37 +355,8 @@ def generate_cut_paste(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
                     [("*" if k.pasted else "") + names.get(k.category_id, "?") for k in kept],
                 )
             )
-    skipped = total - len(images)
-    summary = {
-        "images": total,
-        "kept": len(images),
-        "skipped": skipped,
-        "instances": len(annotations),
-        "pasted": counts["pasted"],
-        "dropped_occluded": counts["dropped"],
-        "skip_reasons": dict(reasons),
-    }
-    if reasons:
-        log.warning(
-            "Cut-and-Paste: skipped %d of %d images: %s",
-            skipped,
-            total,
-            ", ".join(f"{n} {k}" for k, n in reasons.most_common()),
-        )
-    atomic_write_json(
-        out / "annotations.json",
-        lvis_file(images, annotations, data.categories, info={"generator": "cut_paste", **summary}),
+    summary = summarise(
+        total, images, annotations, reasons, pasted=counts["pasted"], dropped_occluded=counts["dropped"]
     )
-    write_overlays(out / "gallery.jpg", shown)
-    log.info(
-        "Cut-and-Paste: kept %d of %d images (%d instances, %d pasted, %d occluded instances dropped)",
-        len(images),
-        total,
-        len(annotations),
-        counts["pasted"],
-        counts["dropped"],
-    )
-    tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
-    tracker.log_instances("generate/masks", shown)
-    tracker.log_table("generate/skip_reasons", [{"reason": k, "images": n} for k, n in reasons.items()])
+    write_set(paths, "cut_paste", summary, images, annotations, data.categories, syn.gallery_size, tracker, shown)
     return summary

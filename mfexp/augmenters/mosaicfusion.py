@@ -21,22 +21,15 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from mfexp.callbacks import StopOnSigterm, progress
-from mfexp.data import config_hash, prepare_dataset
+from mfexp.config import config_hash
+from mfexp.data import prepare_dataset
 from mfexp.devices import trainer_args
-from mfexp.draw import gallery_items, write_gallery
-from mfexp.fileio import atomic_write_bytes, atomic_write_json, encode_jpeg
-from mfexp.lvis import (
-    SYNTHETIC_IMAGE_ID_BASE,
-    image_record,
-    load_categories,
-    lvis_file,
-    mask_annotation,
-    select_categories,
-)
+from mfexp.fileio import atomic_write_json
+from mfexp.lvis import load_categories, select_categories
 from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, set_scheduler
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
 from mfexp.runpaths import RunPaths
-from mfexp.synthetic import IMAGE_SEEDS
+from mfexp.synthetic import IMAGE_SEEDS, image_annotations, image_budget, summarise, write_image, write_set
 from mfexp.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -46,7 +39,7 @@ def part_path(parts: Path, index: int) -> Path:
     return parts / f"{index:07d}.json"
 
 
-def write_part(out: Path, result: MosaicResult, jpeg_quality: int) -> None:
+def write_part(paths: RunPaths, result: MosaicResult, jpeg_quality: int) -> None:
     """Image first, then its part record: a part file on disk means the mosaic is complete."""
     plan = result.plan
     record = {
@@ -58,25 +51,19 @@ def write_part(out: Path, result: MosaicResult, jpeg_quality: int) -> None:
         "annotations": [],
     }
     if result.kept:
-        image_id = SYNTHETIC_IMAGE_ID_BASE + plan.index
-        name = f"{plan.index:07d}.jpg"
-        atomic_write_bytes(out / "images" / name, encode_jpeg(result.image, jpeg_quality))
-        record["image"] = image_record(image_id, name, plan.layout.height, plan.layout.width)
-        record["annotations"] = [
-            mask_annotation(m, image_id * 100 + r, image_id, c["id"])
-            for r, (m, c) in enumerate(zip(result.masks, plan.categories))
-        ]
-    atomic_write_json(part_path(out / "parts", plan.index), record)
+        record["image"] = write_image(paths, plan.index, result.image, jpeg_quality)
+        record["annotations"] = image_annotations(plan.index, result.masks, [c["id"] for c in plan.categories])
+    atomic_write_json(part_path(paths.synthetic_parts, plan.index), record)
 
 
 class PartWriter(BasePredictionWriter):
-    def __init__(self, out: Path, jpeg_quality: int):
+    def __init__(self, paths: RunPaths, jpeg_quality: int):
         super().__init__(write_interval="batch")
-        self.out, self.jpeg_quality = out, jpeg_quality
+        self.paths, self.jpeg_quality = paths, jpeg_quality
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         for result in prediction:
-            write_part(self.out, result, self.jpeg_quality)
+            write_part(self.paths, result, self.jpeg_quality)
 
 
 def batches(total: int, batch_size: int, done: set[int]) -> list[list[int]]:
@@ -139,23 +126,20 @@ def trainer_kwargs(cfg) -> dict:
 
 def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     gcfg, scfg = cfg.generator, cfg.synthetic
-    out = RunPaths(run_dir).synthetic
+    paths = RunPaths(run_dir)
+    out = paths.synthetic
     cats_file = gcfg.categories or prepare_dataset(cfg.dataset)["train_json"]
     categories = load_categories(cats_file)
     main = select_categories(categories, scfg.main_frequency, "synthetic.main_frequency")
     mixed = select_categories(categories, scfg.mixed_frequency, "synthetic.mixed_frequency")
-    if int(scfg.images_per_category) < 1:
-        raise ValueError(f"synthetic.images_per_category must be >= 1, got {scfg.images_per_category}")
-    total = len(main) * int(scfg.images_per_category)
-    if scfg.max_images is not None:
-        total = min(total, int(scfg.max_images))
+    total = image_budget(len(main), scfg.images_per_category, scfg.max_images)
 
     check_device_dtype(gcfg.dtype, cfg.trainer.accelerator)
     pipe = set_scheduler(load_pipeline(gcfg.model, gcfg.dtype), gcfg.scheduler)
     generator = MosaicFusionGenerator(pipe, gcfg, scfg)
     generator.plan(0, main, mixed, int(cfg.seed))  # bad sizes / N fail here, before anything is written
 
-    parts = out / "parts"
+    parts = paths.synthetic_parts
     stamp = fingerprint(cfg)
     stamp_file = parts / "config.sha1"
     if stamp_file.exists() and stamp_file.read_text().strip() != stamp:
@@ -181,7 +165,7 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             **kwargs,
             logger=False,
             use_distributed_sampler=False,
-            callbacks=[PartWriter(out, scfg.jpeg_quality), StopOnSigterm(), *shown],
+            callbacks=[PartWriter(paths, scfg.jpeg_quality), StopOnSigterm(), *shown],
         )
         trainer.predict(
             MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),
@@ -192,56 +176,27 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
         if not trainer.is_global_zero:
             trainer.strategy.barrier()  # wait for rank 0's merge
             return {}
-        summary = merge_parts(out, total, categories, int(scfg.gallery_size))
+        summary = merge_parts(paths, total, categories, int(scfg.gallery_size), tracker)
         trainer.strategy.barrier()
     else:
-        summary = merge_parts(out, total, categories, int(scfg.gallery_size))
-    log_summary(tracker, summary, out, categories, int(scfg.gallery_size))
+        summary = merge_parts(paths, total, categories, int(scfg.gallery_size), tracker)
     return summary
 
 
-def log_summary(tracker: Tracker, summary: dict, out: Path, categories: list, count: int) -> None:
-    """Counts, the gallery, the first mosaics with their masks and the skip reasons (a table) to the tracker."""
-    if not tracker:
-        return
-    tracker.log({f"generate/{k}": v for k, v in summary.items()}, images={"generate/gallery": out / "gallery.jpg"})
-    data = json.loads((out / "annotations.json").read_text())
-    tracker.log_instances("generate/masks", gallery_items(out, data["images"], data["annotations"], categories, count))
-    tracker.log_table(
-        "generate/skip_reasons", [{"reason": k, "mosaics": n} for k, n in summary["skip_reasons"].items()]
-    )
-
-
-def merge_parts(out: Path, total: int, categories: list, gallery_size: int) -> dict:
-    """All part files -> synthetic/annotations.json (atomic), gallery.jpg, and counts of kept/skipped mosaics."""
+def merge_parts(paths: RunPaths, total: int, categories: list, gallery_size: int, tracker: Tracker = Tracker()) -> dict:
+    """All part files -> the synthetic set's annotations.json and gallery (mfexp.synthetic.write_set); returns its
+    counts."""
     images, annotations, reasons = [], [], Counter()
     for i in range(total):
-        path = part_path(out / "parts", i)
+        path = part_path(paths.synthetic_parts, i)
         if not path.exists():
-            raise RuntimeError(f"mosaic {i} has no part file in {out / 'parts'}: generation did not finish")
+            raise RuntimeError(f"mosaic {i} has no part file in {paths.synthetic_parts}: generation did not finish")
         record = json.loads(path.read_text())
         if record["reason"]:
             reasons[reason_kind(record["reason"])] += 1
         else:
             images.append(record["image"])
             annotations.extend(record["annotations"])
-    summary = {
-        "mosaics": total,
-        "kept": len(images),
-        "skipped": total - len(images),
-        "instances": len(annotations),
-        "skip_reasons": dict(reasons),
-    }
-    atomic_write_json(
-        out / "annotations.json",
-        lvis_file(images, annotations, categories, info={"generator": "mosaicfusion", **summary}),
-    )
-    write_gallery(out, images, annotations, categories, gallery_size)
-    log.info(
-        "MosaicFusion: kept %d of %d mosaics (%d instances); skipped: %s",
-        len(images),
-        total,
-        len(annotations),
-        ", ".join(f"{n} {k}" for k, n in reasons.most_common()) or "none",
-    )
+    summary = summarise(total, images, annotations, reasons)
+    write_set(paths, "mosaicfusion", summary, images, annotations, categories, gallery_size, tracker)
     return summary

@@ -33,23 +33,24 @@ from mfexp.toyworld.world import build_categories, render_background, render_obj
 
 DATASET_VERSION = 1  # bump when the generator's output changes for the same parameters
 
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,
-    "num_train_images": 1500,
-    "num_val_images": 300,
-    "image_size": 128,
-    "colours": None,  # null = all toy-world colours
-    "shapes": None,  # null = all toy-world shapes
-    "num_novel": 5,
-    "zipf_exponent": 1.6,
-    "min_instances": 1,
-    "max_instances": 6,
-    "object_scale": [0.15, 0.45],  # object side as a fraction of the image side
-    "min_visible_area": 20,  # pixels; smaller visible parts are not drawn at all
-    "min_visible_fraction": 0.2,
-    "num_neg_categories": None,  # null = every category absent from the image (labels are exhaustive)
-    "image_format": "png",
-}
+# the world's parameters: the keys of conf/dataset/toyworld.yaml (their values and meaning are there, only there)
+PARAMS = (
+    "seed",
+    "num_train_images",
+    "num_val_images",
+    "image_size",
+    "colours",
+    "shapes",
+    "num_novel",
+    "zipf_exponent",
+    "min_instances",
+    "max_instances",
+    "object_scale",
+    "min_visible_area",
+    "min_visible_fraction",
+    "num_neg_categories",
+    "image_format",
+)
 
 VAL_IMAGE_ID_OFFSET = 1_000_000
 VAL_ANN_ID_OFFSET = 10_000_000
@@ -58,19 +59,17 @@ VAL_ANN_ID_OFFSET = 10_000_000
 # ----------------------------------------------------------------------------------------------------------------
 # parameters
 # ----------------------------------------------------------------------------------------------------------------
-def _params(cfg: Mapping | None) -> dict[str, Any]:
-    """Dataset parameters: DEFAULTS overridden by ``cfg`` (unknown keys such as name/_target_/cache_dir ignored)."""
-    raw: dict[str, Any] = {}
-    if cfg is not None:
-        try:
-            from omegaconf import DictConfig, OmegaConf
+def _params(cfg: Mapping) -> dict[str, Any]:
+    """The world's parameters (PARAMS) from the ``dataset`` node (other keys such as name/_target_/cache_dir
+    ignored); a ValueError names any missing one."""
+    from omegaconf import DictConfig, OmegaConf
 
-            if isinstance(cfg, DictConfig):
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        raw = dict(cfg)
-    p = {k: raw[k] if raw.get(k) is not None else v for k, v in DEFAULTS.items()}
+    raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    assert isinstance(raw, dict)
+    missing = [k for k in PARAMS if k not in raw]
+    if missing:
+        raise ValueError(f"dataset=toyworld: no {', '.join(missing)} (conf/dataset/toyworld.yaml names them all)")
+    p = {k: raw[k] for k in PARAMS}
     for k in ("colours", "shapes", "object_scale"):
         if p[k] is not None:
             p[k] = list(p[k])
@@ -116,7 +115,8 @@ def _validate(p: dict[str, Any]) -> None:
         raise ValueError(f"toyworld image_format must be png or jpg, got {p['image_format']!r}")
 
 
-def config_hash(params: Mapping[str, Any]) -> str:
+def folder_key(params: Mapping[str, Any]) -> str:
+    """The name of the folder that holds the toy world of `params` (and of DATASET_VERSION)."""
     blob = json.dumps({"version": DATASET_VERSION, **params}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -337,13 +337,12 @@ def prepare_toyworld(cfg: Mapping) -> dict[str, str]:
     """Generate (or reuse) the toy-world benchmark described by the ``cfg.dataset`` node; returns its paths.
 
     Keys of the result: ``train_json``, ``train_images``, ``val_json``, ``val_images``, ``root`` (all str).
-    ``cfg.cache_dir`` (default ``~/.cache/mfexp``) holds ``toyworld/<config hash>/``; other keys: see ``DEFAULTS``.
+    ``cfg.cache_dir`` (default ``~/.cache/mfexp``) holds ``toyworld/<config hash>/``; the other keys: PARAMS
+    (conf/dataset/toyworld.yaml).
     """
     params = _params(cfg)
-    cache_dir = (cfg.get("cache_dir") if cfg is not None else None) or os.path.join(
-        os.path.expanduser("~"), ".cache", "mfexp"
-    )
-    root = Path(str(cache_dir)).expanduser() / "toyworld" / config_hash(params)
+    cache_dir = cfg.get("cache_dir") or os.path.join(os.path.expanduser("~"), ".cache", "mfexp")
+    root = Path(str(cache_dir)).expanduser() / "toyworld" / folder_key(params)
     if (root / "annotations" / "lvis_v1_val.json").is_file():
         return _paths(root)
     root.parent.mkdir(parents=True, exist_ok=True)

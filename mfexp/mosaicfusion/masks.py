@@ -31,19 +31,43 @@ def aggregate_maps(maps: dict, height: int, width: int) -> np.ndarray:
     return mean / mean.max()
 
 
+REFINE_METHODS = ("bilateral", "fgs", "joint_bilateral", "none")
+AREA_REFERENCES = ("nominal", "region")
+
+
+def check_threshold(threshold) -> None:
+    """The binarisation threshold: ``otsu`` or a number in (0, 1)."""
+    number = isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+    if not (threshold == "otsu" or (number and 0 < threshold < 1)):
+        raise ValueError("must be otsu or a number in (0, 1)")
+
+
+def check_refine(method) -> None:
+    if method not in REFINE_METHODS:
+        raise ValueError(f"must be one of {', '.join(REFINE_METHODS)}")
+
+
+def check_area_reference(reference) -> None:
+    if reference not in AREA_REFERENCES:
+        raise ValueError(f"must be one of {', '.join(AREA_REFERENCES)}")
+
+
+def check_area_bounds(min_area, max_area) -> None:
+    """The kept component's area bounds, fractions of the reference area: 0 <= min_area <= max_area."""
+    if not 0 <= float(min_area) <= float(max_area):
+        raise ValueError(f"must satisfy 0 <= min_area <= max_area, got {min_area!r}, {max_area!r}")
+
+
 def binarize(heat: np.ndarray, threshold="otsu") -> np.ndarray:
     """Foreground where the map exceeds Otsu's threshold (or a fixed one in (0, 1))."""
+    try:
+        check_threshold(threshold)
+    except ValueError as e:
+        raise ValueError(f"threshold={threshold!r} {e}") from None
     if threshold == "otsu":
         level, _ = cv2.threshold(np.round(heat * 255).astype(np.uint8), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
         return heat * 255 > level
-    t = float(threshold)
-    if not 0 < t < 1:
-        raise ValueError(f"generator.mask.threshold must be 'otsu' or a number in (0, 1), got {threshold!r}")
-    return heat > t
-
-
-REFINE_METHODS = ("bilateral", "fgs", "joint_bilateral", "none")
-AREA_REFERENCES = ("nominal", "region")
+    return heat > float(threshold)
 
 
 def refine(mask: np.ndarray, rgb: np.ndarray, method="fgs", lam=256.0, sigma_color=16.0, bilateral=None) -> np.ndarray:
@@ -54,6 +78,10 @@ def refine(mask: np.ndarray, rgb: np.ndarray, method="fgs", lam=256.0, sigma_col
     smoother (an edge-aware weighted-least-squares solver, ``lam`` and ``sigma_color``); `joint_bilateral`: a joint
     bilateral filter; `none`. The smoothed mask is thresholded at half its maximum.
     """
+    try:
+        check_refine(method)
+    except ValueError as e:
+        raise ValueError(f"refine method {method!r}: {e}") from None
     if method == "none":
         return mask
     src = mask.astype(np.float32)
@@ -62,10 +90,8 @@ def refine(mask: np.ndarray, rgb: np.ndarray, method="fgs", lam=256.0, sigma_col
         out = smooth_mask(src, guide, bilateral)
     elif method == "fgs":
         out = cv2.ximgproc.fastGlobalSmootherFilter(guide, src, float(lam), float(sigma_color))
-    elif method == "joint_bilateral":
+    else:  # joint_bilateral
         out = cv2.ximgproc.jointBilateralFilter(guide.astype(np.float32), src, -1, float(sigma_color), 16.0)
-    else:
-        raise ValueError(f"generator.mask.refine must be one of {', '.join(REFINE_METHODS)}, got {method!r}")
     peak = out.max()
     return out > 0.5 * peak if peak > 0 else mask
 
@@ -75,10 +101,7 @@ def single_component(mask: np.ndarray, min_area=0.05, max_area=0.95, reference_a
 
     ``reference_area``: the pixel count the fractions refer to (default: the mask's own size, i.e. the region).
     """
-    if not 0 <= float(min_area) <= float(max_area):
-        raise ValueError(
-            f"generator.mask.min_area/max_area must satisfy 0 <= min_area <= max_area, got {min_area!r}, {max_area!r}"
-        )
+    check_area_bounds(min_area, max_area)
     total = mask.size if reference_area is None else int(reference_area)
     lo, hi = float(min_area) * total, float(max_area) * total
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=4)
@@ -98,10 +121,12 @@ def reference_area(mask_cfg, nominal_size=None) -> int | None:
     nominal region size h x w for `nominal` (``nominal_size``, else ``mask_cfg.nominal_size``, which the generator
     config ties to generator.region_size) -- absolute bounds, whatever the jittered region's size."""
     ref = mask_cfg.get("area_reference", "region")
+    try:
+        check_area_reference(ref)
+    except ValueError as e:
+        raise ValueError(f"area_reference={ref!r} {e}") from None
     if ref == "region":
         return None
-    if ref != "nominal":
-        raise ValueError(f"generator.mask.area_reference must be one of {', '.join(AREA_REFERENCES)}, got {ref!r}")
     size = nominal_size if nominal_size is not None else mask_cfg.get("nominal_size")
     if size is None:
         raise ValueError(
