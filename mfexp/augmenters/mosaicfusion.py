@@ -86,7 +86,8 @@ class MosaicIndices(pl.LightningDataModule):
         self.pending = pending
 
     def predict_dataloader(self):
-        shard = self.pending[self.trainer.global_rank :: self.trainer.world_size]
+        # a rank with no batch (fewer batches than ranks) gets one empty batch: Lightning refuses an empty loader
+        shard = self.pending[self.trainer.global_rank :: self.trainer.world_size] or [[]]
         return DataLoader(shard, batch_size=1, collate_fn=_one, shuffle=False)
 
 
