@@ -122,6 +122,8 @@ def tiny_random_pipeline(seed: int = 0, size: str = "tiny"):
 
     from mfexp.assets import load_tokenizer
 
+    from .families.tiny import tiny_clip_config, tiny_vae
+
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
     if size == "tiny":
@@ -137,27 +139,8 @@ def tiny_random_pipeline(seed: int = 0, size: str = "tiny"):
             attention_head_dim=8,
             norm_num_groups=8,
         )
-        vae = AutoencoderKL(
-            block_out_channels=[16, 32],
-            in_channels=3,
-            out_channels=3,
-            latent_channels=4,
-            norm_num_groups=8,
-            down_block_types=["DownEncoderBlock2D"] * 2,
-            up_block_types=["UpDecoderBlock2D"] * 2,
-            sample_size=32,
-        )
-        text = CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        vae = tiny_vae()
+        text = tiny_clip_config(tokenizer)
     elif size == "sd14":
         unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
         vae = AutoencoderKL(

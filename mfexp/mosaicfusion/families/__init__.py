@@ -21,15 +21,22 @@ FAMILIES = {
 class Family:
     """One denoiser family. The pipeline calls only these; every tensor is batch-first.
 
-    Attributes: `stride` (image pixels per latent cell, the VAE's scale factor), `align` (region coordinates are
-    multiples of this many pixels: the stride times the denoiser's patch size), `tokenizer` (whose ids the object
-    token indexes), `device`, `dtype` (of the denoiser's inputs).
+    Attributes: `model` (the denoiser), `stride` (image pixels per latent cell, the VAE's scale factor), `align`
+    (region coordinates are multiples of this many pixels: the stride times the denoiser's patch size), `tokenizer`
+    (whose ids the object token indexes); `device` and `dtype` are the denoiser's.
     """
 
+    model: torch.nn.Module
     stride: int
     align: int
-    device: torch.device
-    dtype: torch.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
 
     def token_index(self, prompt: str, name: str) -> int:
         """The object token's position among the keys that the capturing attention sees."""

@@ -101,12 +101,12 @@ def tiny_pipeline(seed: int = 0, guidance_embeds: bool = False):
     """A FLUX-architecture `FluxPipeline` with seeded random weights (CPU tests): 1 double-stream and 1
     single-stream block, 4 latent channels (16 packed), a VAE of stride 2, the CLIP fixture for the pooled text and
     the SentencePiece fixture with a tiny T5 for the sequence."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
 
     from mfexp.assets import load_t5_tokenizer, load_tokenizer
 
-    from .tiny import eval_mode, tiny_t5_encoder
+    from .tiny import eval_mode, tiny_clip_config, tiny_t5_encoder, tiny_vae
 
     tokenizer, t5_tokenizer = load_tokenizer(), load_t5_tokenizer()
     torch.manual_seed(seed)
@@ -122,31 +122,8 @@ def tiny_pipeline(seed: int = 0, guidance_embeds: bool = False):
         guidance_embeds=guidance_embeds,
         axes_dims_rope=(4, 6, 6),
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        sample_size=32,
-        shift_factor=0.1159,
-        scaling_factor=0.3611,
-    )
+    text_encoder = CLIPTextModel(tiny_clip_config(tokenizer))
+    vae = tiny_vae(shift_factor=0.1159, scaling_factor=0.3611)
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=guidance_embeds, base_image_seq_len=256, max_image_seq_len=4096
     )

@@ -54,14 +54,6 @@ class MMDiTFamily(Family):
     def _joint_count(self) -> int:
         return len(self.model.transformer_blocks)
 
-    @property
-    def device(self):
-        return self.model.device
-
-    @property
-    def dtype(self):
-        return self.model.dtype
-
     def token_index(self, prompt: str, name: str) -> int:
         """The object token's position in the text part of the joint sequence (the capture adds the image tokens'
         offset where they come first: SD3)."""

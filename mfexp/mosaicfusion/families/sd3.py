@@ -67,16 +67,15 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
     last `context_pre_only`, as in SD3), 4 latent channels, a VAE of stride 2, CLIP tokenizers from the fixture,
     and a tiny T5 (the SentencePiece fixture) or none."""
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
     from mfexp.assets import load_t5_tokenizer, load_tokenizer
 
-    from .tiny import eval_mode, tiny_t5_encoder
+    from .tiny import eval_mode, tiny_clip_config, tiny_t5_encoder, tiny_vae
 
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
@@ -96,34 +95,10 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
     )
 
     def clip():
-        return CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                hidden_size=16,
-                intermediate_size=37,
-                num_attention_heads=4,
-                num_hidden_layers=2,
-                projection_dim=32,
-                vocab_size=len(tokenizer),
-                max_position_embeddings=77,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
+        return CLIPTextModelWithProjection(tiny_clip_config(tokenizer, 16, projection_dim=32))
 
     text_encoder, text_encoder_2 = clip(), clip()
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        sample_size=32,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = tiny_vae(shift_factor=0.0609, scaling_factor=1.5035)
     t5_tokenizer = load_t5_tokenizer() if t5 else None
     return eval_mode(
         StableDiffusion3Pipeline(

@@ -21,14 +21,6 @@ class SDXLFamily(Family):
         att = gcfg.attention
         self.layers = selected_layers(self.model, self.stride, list(att.resolutions), list(att.blocks))
 
-    @property
-    def device(self):
-        return self.model.device
-
-    @property
-    def dtype(self):
-        return self.model.dtype
-
     def token_index(self, prompt: str, name: str) -> int:
         """Position in the CLIP ids (both SDXL tokenizers put the object token at the same position)."""
         return object_token_index(self.tokenizer, prompt, name)
@@ -90,12 +82,12 @@ def tiny_pipeline(seed: int = 0):
     """An SDXL-architecture `StableDiffusionXLPipeline` with seeded random weights (CPU tests): 2 UNet levels with
     cross-attention, addition time embeddings, two tiny CLIP encoders (the second with a projection), a VAE of
     stride 2."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from mfexp.assets import load_tokenizer
 
-    from .tiny import eval_mode
+    from .tiny import eval_mode, tiny_clip_config, tiny_vae
 
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
@@ -118,29 +110,9 @@ def tiny_pipeline(seed: int = 0):
     )
 
     def clip_config():
-        return CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            projection_dim=32,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        return tiny_clip_config(tokenizer, projection_dim=32)
 
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32],
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2,
-        up_block_types=["UpDecoderBlock2D"] * 2,
-        sample_size=32,
-    )
+    vae = tiny_vae()
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,

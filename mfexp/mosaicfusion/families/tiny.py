@@ -28,3 +28,38 @@ def eval_mode(pipe):
         if hasattr(component, "eval"):
             component.eval()
     return pipe
+
+
+def tiny_clip_config(tokenizer, hidden_size: int = 32, **extra):
+    """A 2-layer CLIP text config for the committed CLIP tokenizer's vocabulary (`extra`: e.g. projection_dim)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        hidden_size=hidden_size,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+def tiny_vae(**extra):
+    """A 2-level AutoencoderKL (stride 2, 4 latent channels; `extra`: e.g. shift_factor, scaling_factor)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[16, 32],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=8,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+        sample_size=32,
+        **extra,
+    )

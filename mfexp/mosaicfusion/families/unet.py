@@ -19,7 +19,7 @@ class UNetFamily(Family):
     def __init__(self, pipe, gcfg):
         self.pipe, self.tokenizer = pipe, pipe.tokenizer
         self.stride = self.align = int(pipe.vae_scale_factor)
-        self.device, self.dtype = pipe.unet.device, pipe.unet.dtype
+        self.model = pipe.unet
         self.guidance = float(gcfg.guidance_scale)
         att = gcfg.attention
         layers = selected_layers(pipe.unet, self.stride, list(att.resolutions), list(att.blocks))
