@@ -69,7 +69,7 @@ def test_generates_a_valid_synthetic_set(tmp_path):
         ]
     )
     summary = mf_augmenter.generate_mosaicfusion(cfg, tmp_path / "run")
-    assert summary["mosaics"] == 3 and summary["kept"] + summary["skipped"] == 3 and summary["kept"] > 0
+    assert summary["planned"] == 3 and summary["kept"] + summary["skipped"] == 3 and summary["kept"] > 0
     out = tmp_path / "run" / "synthetic"
     lvis = LVIS(str(out / "annotations.json"))
     assert len(lvis.get_img_ids()) == summary["kept"]
