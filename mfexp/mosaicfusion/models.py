@@ -9,12 +9,31 @@ from pathlib import Path
 import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPE_CHOICES = (*DTYPES, "auto")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than fp32."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_dtype(name: str, accelerator: str = "auto") -> str:
+    """`generator.dtype`, with `auto` made concrete for the device the generator will run on (`trainer.accelerator`):
+    bf16 on a CUDA GPU that supports it and on a CPU that computes it natively, fp32 elsewhere (MPS included)."""
+    if name != "auto":
+        return name
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if accelerator == "auto" and torch.backends.mps.is_available():
+        return "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def torch_dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"generator.dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return DTYPES[name]
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"generator.dtype must be one of {', '.join(DTYPE_CHOICES)}, got {name!r}")
+    return DTYPES[resolve_dtype(name)]
 
 
 def check_device_dtype(dtype: str, accelerator: str) -> None:
@@ -70,8 +89,9 @@ def tiny_family_pipeline(family: str, seed: int, size: str):
 def load_pipeline(model_cfg, dtype: str):
     """The diffusers pipeline of `generator.model` (its `family`: unet -> StableDiffusionPipeline without safety
     checker, sdxl -> StableDiffusionXLPipeline, sd3 -> StableDiffusion3Pipeline, flux -> FluxPipeline), its weights
-    in `dtype` (`generator.dtype`: fp32 | fp16 | bf16). `path: null` is the shipped toy model of the family: the toy
-    UNet (unet) or the toy MM-DiT (sd3); an sd3 folder with `text_projection.safetensors` is a toy MM-DiT export."""
+    in `dtype` (`generator.dtype`: fp32 | fp16 | bf16 | auto, see `resolve_dtype`). `path: null` is the shipped toy
+    model of the family: the toy UNet (unet) or the toy MM-DiT (sd3); an sd3 folder with
+    `text_projection.safetensors` is a toy MM-DiT export."""
     family = str(model_cfg.get("family", "unet"))
     cls = pipeline_class(family)
     path = model_cfg.path
@@ -122,23 +142,12 @@ def tiny_random_pipeline(seed: int = 0, size: str = "tiny"):
 
     from mfexp.assets import load_tokenizer
 
-    from .families.tiny import tiny_clip_config, tiny_vae
+    from .families.tiny import tiny_clip_config, tiny_unet, tiny_vae
 
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
     if size == "tiny":
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=1,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=8,
-        )
+        unet = tiny_unet(cross_attention_dim=32, attention_head_dim=8)
         vae = tiny_vae()
         text = tiny_clip_config(tokenizer)
     elif size == "sd14":

@@ -82,23 +82,16 @@ def tiny_pipeline(seed: int = 0):
     """An SDXL-architecture `StableDiffusionXLPipeline` with seeded random weights (CPU tests): 2 UNet levels with
     cross-attention, addition time embeddings, two tiny CLIP encoders (the second with a projection), a VAE of
     stride 2."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from mfexp.assets import load_tokenizer
 
-    from .tiny import eval_mode, tiny_clip_config, tiny_vae
+    from .tiny import eval_mode, tiny_clip_config, tiny_unet, tiny_vae
 
     tokenizer = load_tokenizer()
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    unet = tiny_unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -106,7 +99,6 @@ def tiny_pipeline(seed: int = 0):
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the pooled width 32
         cross_attention_dim=64,
-        norm_num_groups=8,
     )
 
     def clip_config():

@@ -48,6 +48,23 @@ def tiny_clip_config(tokenizer, hidden_size: int = 32, **extra):
     )
 
 
+def tiny_unet(**extra):
+    """A 2-level cross-attention UNet2DConditionModel (widths 32, 64; `extra`: the family's conditioning kwargs)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        norm_num_groups=8,
+        **extra,
+    )
+
+
 def tiny_vae(**extra):
     """A 2-level AutoencoderKL (stride 2, 4 latent channels; `extra`: e.g. shift_factor, scaling_factor)."""
     from diffusers import AutoencoderKL
