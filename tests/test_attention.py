@@ -100,6 +100,25 @@ def test_capture_matches_default_output_and_explicit_attention(tiny_pipe):
     torch.testing.assert_close(kept[0].view(16, 16), expected)
 
 
+def test_fused_and_explicit_capture_agree(tiny_pipe, monkeypatch):
+    """The accelerator's way (SDPA output + the token's column by logsumexp) and the CPU's (one explicit softmax)
+    give the same UNet output and the same maps."""
+    unet = tiny_pipe.unet
+    layers = selected_layers(unet, 2, [2, 4], ["down", "mid", "up"])
+    results = {}
+    for explicit in (True, False):
+        monkeypatch.setattr(CrossAttentionCapture, "explicit_on_cpu", explicit)
+        store = AttentionStore()
+        with capture_cross_attention(unet, store, layers):
+            _, _, out = unet_call(tiny_pipe, store, 0)
+        results[explicit] = out, store.region_maps(("m", 1))
+    (out_e, maps_e), (out_f, maps_f) = results[True], results[False]
+    torch.testing.assert_close(out_e, out_f, rtol=1e-4, atol=1e-5)
+    assert maps_e.keys() == maps_f.keys() == {2, 4}
+    for res in maps_e:
+        torch.testing.assert_close(maps_e[res], maps_f[res], rtol=1e-5, atol=1e-6)
+
+
 def test_bad_attention_selection(tiny_pipe):
     with pytest.raises(ValueError, match="unknown block"):
         selected_layers(tiny_pipe.unet, 2, [2], ["left"])

@@ -1,8 +1,10 @@
 """Cross-attention capture through diffusers' attention-processor API.
 
 `capture_cross_attention(unet, store, ...)` installs `CrossAttentionCapture` on the selected `attn2` layers (by block
-and resolution) and restores the original processors on exit. Every layer's output comes from the fused kernel
-(SDPA); a capturing layer also computes its object token's column of the attention probabilities.
+and resolution) and restores the original processors on exit. On an accelerator every layer's output comes from the
+fused kernel (SDPA) and a capturing layer also computes its object token's column of the attention probabilities; on
+the CPU, where the fused kernel gains nothing over a few dozen text keys, a capturing layer computes the probabilities
+once, in fp32, and takes both its output and the token's column from them.
 The store sums, in place and in fp32, the object token's attention of each region under explicit keys
 (resolution -> region id), and counts the layers and steps it saw: memory O(regions x H x W).
 """
@@ -95,7 +97,10 @@ def _map_shape(latent_hw, seq_len: int) -> tuple[int, int]:
 
 class CrossAttentionCapture:
     """AttnProcessor for one `attn2` layer: the output from `scaled_dot_product_attention` (fused), plus, while the
-    store is active, the object token's attention of the conditional rows (the last `len(call.region_ids)` rows)."""
+    store is active, the object token's attention of the conditional rows (the last `len(call.region_ids)` rows);
+    on the CPU while the store is active, both from one explicit fp32 softmax (`explicit`)."""
+
+    explicit_on_cpu = True  # False: the accelerator's way (fused output + the token's column) on the CPU too
 
     def __init__(self, store, name: str, resolution: int):
         self.store, self.name, self.resolution = store, name, resolution
@@ -106,6 +111,19 @@ class CrossAttentionCapture:
         if store.active():
             n = len(store.call.region_ids)
             store.add(self.name, self.resolution, token_attention(query[-n:], key[-n:], store.call.token_index, scale))
+
+    @torch.compiler.disable
+    def explicit(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float):
+        """While the store is active: the layer's attention output from fp32 probabilities computed once, the object
+        token's column of the conditional rows added to the store. None when inactive (the caller uses SDPA)."""
+        store = self.store
+        if not store.active():
+            return None
+        probs = (torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale).softmax(-1)
+        n = len(store.call.region_ids)
+        token = torch.as_tensor(store.call.token_index, device=query.device)
+        store.add(self.name, self.resolution, probs[-n:][torch.arange(n, device=query.device), :, :, token].sum(1))
+        return torch.matmul(probs, value.float()).to(value.dtype)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *a, **kw):
         residual = hidden_states
@@ -129,8 +147,14 @@ class CrossAttentionCapture:
         key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
         head_dim = key.shape[-1] // attn.heads
         query, key, value = (x.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        self.capture(query, key, attn.scale)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=attn.scale)
+        explicit = self.explicit_on_cpu and query.device.type == "cpu" and attention_mask is None
+        hidden_states = self.explicit(query, key, value, attn.scale) if explicit else None
+        if hidden_states is None:
+            if not explicit:
+                self.capture(query, key, attn.scale)
+            hidden_states = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=attention_mask, scale=attn.scale
+            )
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if input_ndim == 4:

@@ -141,6 +141,7 @@ class MosaicFusionGenerator:
             raise MaskError(f"region {r} ({plan.categories[r]['name']}): {e}") from None
         return expand_to_canvas(m, region, plan.layout.height, plan.layout.width)
 
+    @torch.no_grad()
     def denoise(self, plans: list[MosaicPlan], store: AttentionStore) -> list[torch.Tensor]:
         """The canvas latent of each plan (1, C, h, w) after all steps.
 
