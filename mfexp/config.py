@@ -199,22 +199,23 @@ def check_stages(stages) -> list[str]:
 
 
 def validate_generator(g) -> None:
-    from mfexp.mosaicfusion.layout import check_jitter, check_sizes
+    from mfexp.mosaicfusion.layout import check_grid, check_jitter, check_sizes
     from mfexp.mosaicfusion.masks import check_area_bounds, check_area_reference, check_refine, check_threshold
-    from mfexp.mosaicfusion.models import DTYPES, SCHEDULERS
+    from mfexp.mosaicfusion.models import DTYPE_CHOICES, SCHEDULERS
     from mfexp.mosaicfusion.pipeline import DECODE_MODES
     from mfexp.synthetic import check_num_objects
 
     check_sizes(g.region_size, g.overlap, 1)  # again with the VAE's stride when the model is loaded
     check_jitter(g.jitter, g.jitter_levels)
     _owned("generator.num_objects", g.num_objects, check_num_objects)
+    _owned("generator.grid", g.grid, lambda grid: check_grid(grid, check_num_objects(g.num_objects)))
     _owned("generator.mask.threshold", g.mask.threshold, check_threshold)
     _owned("generator.mask.refine", g.mask.refine, check_refine)
     _owned("generator.mask.area_reference", g.mask.area_reference, check_area_reference)
     _owned("generator.mask.min_area", g.mask.min_area, lambda a: check_area_bounds(a, g.mask.max_area))
     schedulers = ["default", *SCHEDULERS]
     checks = [
-        (g.dtype in DTYPES, "dtype", _choices(DTYPES)),
+        (g.dtype in DTYPE_CHOICES, "dtype", _choices(DTYPE_CHOICES)),
         (g.scheduler in schedulers, "scheduler", _choices(schedulers)),
         (g.decode in DECODE_MODES, "decode", _choices(DECODE_MODES)),
         ("{name}" in g.prompt, "prompt", "must contain {name}, the category's name"),

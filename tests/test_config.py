@@ -120,6 +120,8 @@ def test_bad_type_or_unknown_key_fails_at_composition(override, key):
         (["generator.num_objects=four"], "generator.num_objects='four' must be a positive integer"),
         (["generator.num_objects=[2,0]"], "generator.num_objects=[2, 0] must be a positive integer"),
         (["generator.num_objects=[]"], "generator.num_objects=[] must be a positive integer"),
+        (["generator.grid=[1,3]"], "generator.grid=[1, 3] does not hold 4 regions"),
+        (["generator.num_objects=[2,4]", "generator.grid=[1,2]"], "generator.grid=[1, 2] does not hold 2 or 4 regions"),
         (["+generator.anything=1"], "generator.anything is not a key of this config"),
         (["+synthetic.num_objects=2"], "synthetic.num_objects is not a key of this config"),
         (["+augmenter.scale=[0.1,0.2]"], "augmenter.scale is not a key of this config"),

@@ -54,7 +54,6 @@ def test_single_region_is_the_canvas():
 @pytest.mark.parametrize(
     "kwargs,msg",
     [
-        (dict(num_objects=0), "positive integer"),
         (dict(region_size=(380, 512)), "not divisible by the VAE stride"),
         (dict(overlap=(40, 64)), "multiple of 2 x the VAE stride"),
         (dict(overlap=(384, 64)), "smaller than generator.region_size"),

@@ -26,7 +26,7 @@ from mfexp.data import prepare_dataset
 from mfexp.devices import trainer_args
 from mfexp.fileio import atomic_write_json
 from mfexp.lvis import load_categories, select_categories
-from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, set_scheduler
+from mfexp.mosaicfusion.models import check_device_dtype, load_pipeline, resolve_dtype, set_scheduler
 from mfexp.mosaicfusion.pipeline import MosaicFusionGenerator, MosaicResult
 from mfexp.runpaths import RunPaths
 from mfexp.synthetic import IMAGE_SEEDS, image_annotations, image_budget, summarise, write_image, write_set
@@ -102,14 +102,17 @@ class MosaicFusionModule(pl.LightningModule):
         return self.generator([self.generator.plan(i, self.main, self.mixed, self.seed) for i in batch])
 
 
-def fingerprint(cfg) -> str:
+def fingerprint(cfg, dtype: str | None = None) -> str:
     """Hash of everything that decides the mosaics (not where or on how many devices they are made, nor the
-    positive controls of ``synthetic.corrupt``, applied afterwards)."""
+    positive controls of ``synthetic.corrupt``, applied afterwards); `dtype`: the concrete `generator.dtype` (what
+    `auto` became on this machine)."""
     from omegaconf import OmegaConf
 
     keys = ("synthetic", "generator", "seed", "dataset")
     picked = {k: OmegaConf.to_container(cfg[k], resolve=True) if k != "seed" else cfg.seed for k in keys}
     picked["synthetic"].pop("corrupt", None)
+    if dtype is not None:
+        picked["generator"]["dtype"] = dtype
     return config_hash(OmegaConf.create(picked), keys, salt=IMAGE_SEEDS)
 
 
@@ -135,16 +138,25 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
     mixed = select_categories(categories, scfg.mixed_frequency, "synthetic.mixed_frequency")
     total = image_budget(len(main), scfg.images_per_category, scfg.max_images)
 
-    check_device_dtype(gcfg.dtype, cfg.trainer.accelerator)
-    pipe = set_scheduler(load_pipeline(gcfg.model, gcfg.dtype), gcfg.scheduler)
+    dtype = resolve_dtype(gcfg.dtype, cfg.trainer.accelerator)
+    check_device_dtype(dtype, cfg.trainer.accelerator)
+    if dtype != gcfg.dtype:
+        log.info(
+            "generator.dtype=%s: %s on this machine (trainer.accelerator=%s)",
+            gcfg.dtype,
+            dtype,
+            cfg.trainer.accelerator,
+        )
+    pipe = set_scheduler(load_pipeline(gcfg.model, dtype), gcfg.scheduler)
     generator = MosaicFusionGenerator(pipe, gcfg, scfg)
     generator.plan(0, main, mixed, int(cfg.seed))  # bad sizes / N fail here, before anything is written
 
     parts = paths.synthetic_parts
-    stamp = fingerprint(cfg)
+    stamp = fingerprint(cfg, dtype)
     stamp_file = parts / "config.sha1"
     if stamp_file.exists() and stamp_file.read_text().strip() != stamp:
-        raise ValueError(f"{out} holds mosaics of another configuration; remove it or use another run folder")
+        here = f" (generator.dtype=auto is {dtype} on this machine)" if gcfg.dtype == "auto" else ""
+        raise ValueError(f"{out} holds mosaics of another configuration{here}; remove it or use another run folder")
     parts.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text(stamp)
     done = {int(p.stem) for p in parts.glob("*.json") if p.stem.isdigit()}

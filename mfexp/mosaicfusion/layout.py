@@ -36,17 +36,23 @@ class MosaicLayout:
     regions: tuple[Region, ...]
 
 
+def check_grid(grid, counts: list[int]) -> None:
+    """A forced grid [rows, cols] must hold every N in `counts` (None: the grid follows N)."""
+    if grid is None:
+        return
+    rows, cols = (int(g) for g in grid)
+    if rows < 1 or cols < 1 or any(rows * cols != n for n in counts):
+        raise ValueError(f"does not hold {' or '.join(map(str, counts))} regions (rows x cols must equal N)")
+
+
 def grid_shape(
     num_objects: int, rng: np.random.Generator | None = None, grid: tuple[int, int] | None = None
 ) -> tuple[int, int]:
-    """Rows x cols for N objects: 1 -> 1x1, 2 -> 1x2 or 2x1 (random), 4 -> 2x2, any N -> the most square grid."""
+    """Rows x cols for N >= 1 objects (`synthetic.check_num_objects`): 1 -> 1x1, 2 -> 1x2 or 2x1 (random), 4 -> 2x2,
+    any N -> the most square grid; `grid` forces one (`check_grid`)."""
     if grid is not None:
-        rows, cols = (int(g) for g in grid)
-        if rows < 1 or cols < 1 or rows * cols != num_objects:
-            raise ValueError(f"generator.grid={list(grid)} does not hold generator.num_objects={num_objects} regions")
-        return rows, cols
-    if not isinstance(num_objects, (int, np.integer)) or num_objects < 1:
-        raise ValueError(f"generator.num_objects must be a positive integer, got {num_objects!r}")
+        check_grid(grid, [num_objects])
+        return int(grid[0]), int(grid[1])
     if num_objects == 2:
         horizontal = True if rng is None else bool(rng.integers(2))
         return (1, 2) if horizontal else (2, 1)
