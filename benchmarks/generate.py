@@ -4,7 +4,8 @@ Variants (each run in a fresh subprocess; rounds alternate A B C A B C so that l
 
 - `after`: the generator as configured (capture and masks on), `generator.batch_size` from `--batch-size` (default:
   the model config's);
-- `before`: today's behaviour before issue 21: `generator.jitter_levels=null generator.batch_size=1`;
+- `before`: the behaviour before issue 21: `generator.jitter_levels=null generator.batch_size=1`, in
+  `--before-dtype` (default `--dtype`; the toy default was fp32 then, `auto` now);
 - `nocapture`: `after` without capture and masks (denoise and decode only): `after` / `nocapture` is the capture cost;
 - `plain`: `StableDiffusionPipeline.__call__` making the mosaics' region images (same count: mosaics x N, nominal
   region size, batch size x N images per call, same model, dtype, steps, guidance and region prompts): the cost of
@@ -15,7 +16,7 @@ Each variant makes `--mosaics` mosaics after a warm-up (the first batch at 2 ste
 denoising at 2 steps, so that compilation stays out of the timing). Peak memory: CUDA max allocated, else the
 subprocess's peak RSS. Benchmarks measure and never assert timings; on a CPU read the ratios, not the seconds.
 
-    python benchmarks/generate.py --model toy --mosaics 32                  # toy default, CPU
+    python benchmarks/generate.py --model toy --mosaics 20 --dtype auto --before-dtype fp32   # toy default, CPU
     python benchmarks/generate.py --model sd14-random --steps 2 --mosaics 2 # SD 1.4 architecture, random weights
     python benchmarks/generate.py --model sd14-random --dtype bf16 --compile --out gpu.json   # a GPU
 """
@@ -55,10 +56,12 @@ VARIANTS = ("before", "after", "nocapture", "plain")
 def compose_config(args):
     from mfexp.compose import compose
 
-    overrides = list(MODELS[args.model]) + [f"generator.dtype={args.dtype}", f"generator.compile={args.compile}"]
+    before = args.variant == "before"
+    dtype = args.before_dtype if before and args.before_dtype else args.dtype
+    overrides = list(MODELS[args.model]) + [f"generator.dtype={dtype}", f"generator.compile={args.compile}"]
     if args.steps is not None:
         overrides.append(f"generator.num_inference_steps={args.steps}")
-    if args.variant == "before":
+    if before:
         overrides += BEFORE
     return compose(overrides)
 
@@ -247,6 +250,7 @@ def header(args, record: dict) -> dict:
         "model": args.model,
         **{k: record[k] for k in keys},
         "dtype": args.dtype,
+        "before_dtype": args.before_dtype or args.dtype,
         "compile": args.compile,
         "mosaics_per_variant": args.mosaics,
         "threads": args.threads,
@@ -293,7 +297,12 @@ def parse_args(argv=None):
     p.add_argument("--variants", default="before,after,plain", help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--sweep", help="batch sizes for a sweep of `after`, e.g. 1,2,4,8")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of all variants")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16", "auto"], default="fp32")
+    p.add_argument(
+        "--before-dtype",
+        choices=["fp32", "fp16", "bf16"],
+        help="dtype of `before` (default: --dtype); the toy default before issue 21 ran fp32",
+    )
     p.add_argument("--compile", action="store_true", help="generator.compile=true (and a compiled UNet for plain)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (CPU; 1: robust on a shared machine)")
     p.add_argument("--in-process", action="store_true", help="no subprocesses (dry runs: peak memory is shared)")

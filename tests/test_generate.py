@@ -359,3 +359,14 @@ def test_sd1_mosaics_are_pinned(tiny_pipe, categories_file):
         (res,) = gen([gen.plan(i, cats, cats, 0)])
         assert res.image.shape == shape and abs(res.image.astype(np.float64).mean() - mean) < 0.05
         assert areas in res.reason
+
+
+def test_skip_reasons_are_counted_by_kind():
+    """The stage's log groups skips by kind: the per-mosaic numbers (areas, names) are dropped."""
+    from mfexp.augmenters.mosaicfusion import reason_kind
+
+    a = "mask: region 2 (red circle): 0 components within 5%-95% of the region (286-5426 px; largest areas [256] px)"
+    b = "mask: region 0 (blue star): 0 components within 5%-95% of the region (219-4149 px; largest areas [181] px)"
+    assert reason_kind(a) == reason_kind(b) == "mask: 0 components within 5%-95% of the region"
+    c = "mask: region 1 (x): 2 components within 5%-95% of the nominal region (4096 px) (2-3 px; largest areas [9] px)"
+    assert reason_kind(c) == "mask: 2 components within 5%-95% of the nominal region"

@@ -119,7 +119,7 @@ def fingerprint(cfg, dtype: str | None = None) -> str:
 def reason_kind(reason: str) -> str:
     """A skip reason without its specifics, for counting."""
     kind = re.sub(r"region \d+ \([^)]*\): ", "", reason)
-    kind = re.sub(r"\(areas [^)]*\)|'[^']*'|\"[^\"]*\"", "", kind)
+    kind = re.sub(r"\([^()]*px\)|'[^']*'|\"[^\"]*\"", "", kind)
     return re.sub(r"\s+", " ", kind).strip()
 
 
