@@ -282,9 +282,12 @@ def table(report: dict) -> str:
         lines.append(f"{name:<10} {v['batch_size']:>5} {t:>11.3f} {v['peak_mb']:>9.0f}")
     for name, r in report["ratios"].items():
         lines.append(f"{name:<20} {r['value']:>6.3f}x  (rounds: {', '.join(f'{x:.3f}' for x in r['per_round'])})")
-    for b, s in report.get("sweep", {}).items():
-        rate = f"{s['mosaics_per_second']:.3f} mosaics/s" if gpu else ""
-        lines.append(f"sweep batch {b:>2}: {rate} peak {s['peak_mb']:.0f} MB")
+    sweep = report.get("sweep", {})
+    first = next(iter(sweep.values()), {"mosaics_per_second": 1.0})["mosaics_per_second"]
+    for b, s in sweep.items():
+        rate = s["mosaics_per_second"]
+        rate = f"{rate:.3f} mosaics/s" if gpu else f"throughput {rate / first:.2f}x batch {next(iter(sweep))}"
+        lines.append(f"sweep batch {b:>2}: {rate}, peak {s['peak_mb']:.0f} MB")
     return "\n".join(lines)
 
 

@@ -14,6 +14,14 @@ class MaskError(ValueError):
     """A region whose map cannot give a valid mask: the mosaic is skipped with this reason."""
 
 
+def _check_argument(check, value, label: str) -> None:
+    """``check(value)``, its ValueError prefixed with ``label`` (the argument's name for a direct caller)."""
+    try:
+        check(value)
+    except ValueError as e:
+        raise ValueError(f"{label} {e}") from None
+
+
 def aggregate_maps(maps: dict, height: int, width: int) -> np.ndarray:
     """Normalise each resolution's map to max 1, resize it (bicubic) to the region, average, rescale to max 1."""
     if not maps:
@@ -78,10 +86,7 @@ def refine(mask: np.ndarray, rgb: np.ndarray, method="fgs", lam=256.0, sigma_col
     smoother (an edge-aware weighted-least-squares solver, ``lam`` and ``sigma_color``); `joint_bilateral`: a joint
     bilateral filter; `none`. The smoothed mask is thresholded at half its maximum.
     """
-    try:
-        check_refine(method)
-    except ValueError as e:
-        raise ValueError(f"refine method {method!r}: {e}") from None
+    _check_argument(check_refine, method, f"refine method {method!r}:")
     if method == "none":
         return mask
     src = mask.astype(np.float32)
@@ -121,10 +126,7 @@ def reference_area(mask_cfg, nominal_size=None) -> int | None:
     nominal region size h x w for `nominal` (``nominal_size``, else ``mask_cfg.nominal_size``, which the generator
     config ties to generator.region_size) -- absolute bounds, whatever the jittered region's size."""
     ref = mask_cfg.get("area_reference", "region")
-    try:
-        check_area_reference(ref)
-    except ValueError as e:
-        raise ValueError(f"area_reference={ref!r} {e}") from None
+    _check_argument(check_area_reference, ref, f"area_reference={ref!r}")
     if ref == "region":
         return None
     size = nominal_size if nominal_size is not None else mask_cfg.get("nominal_size")
