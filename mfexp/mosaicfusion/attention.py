@@ -78,11 +78,15 @@ def token_attention(query: torch.Tensor, key: torch.Tensor, token_index, scale: 
     """The attention probability of one key per row (`token_index[i]` for row i), normalised over all keys and summed
     over heads, in fp32: query (n, heads, seq, d), key (n, heads, keys, d) -> (n, seq). Only the selected key's
     column is kept; the layer's output is left to the fused kernel."""
-    n = query.shape[0]
     logits = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale
-    token = torch.as_tensor(token_index, device=query.device)
-    picked = logits[torch.arange(n, device=query.device), :, :, token]  # (n, heads, seq)
-    return (picked - logits.logsumexp(-1)).exp().sum(1)
+    return (token_column(logits, token_index) - logits.logsumexp(-1)).exp().sum(1)
+
+
+def token_column(scores: torch.Tensor, token_index) -> torch.Tensor:
+    """Row i's column `token_index[i]` of per-key scores (n, heads, seq, keys) -> (n, heads, seq)."""
+    n = scores.shape[0]
+    token = torch.as_tensor(token_index, device=scores.device)
+    return scores[torch.arange(n, device=scores.device), :, :, token]
 
 
 def _map_shape(latent_hw, seq_len: int) -> tuple[int, int]:
@@ -121,8 +125,7 @@ class CrossAttentionCapture:
             return None
         probs = (torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale).softmax(-1)
         n = len(store.call.region_ids)
-        token = torch.as_tensor(store.call.token_index, device=query.device)
-        store.add(self.name, self.resolution, probs[-n:][torch.arange(n, device=query.device), :, :, token].sum(1))
+        store.add(self.name, self.resolution, token_column(probs[-n:], store.call.token_index).sum(1))
         return torch.matmul(probs, value.float()).to(value.dtype)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *a, **kw):
@@ -147,11 +150,12 @@ class CrossAttentionCapture:
         key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
         head_dim = key.shape[-1] // attn.heads
         query, key, value = (x.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        explicit = self.explicit_on_cpu and query.device.type == "cpu" and attention_mask is None
-        hidden_states = self.explicit(query, key, value, attn.scale) if explicit else None
+        hidden_states = None
+        if self.explicit_on_cpu and query.device.type == "cpu" and attention_mask is None:
+            hidden_states = self.explicit(query, key, value, attn.scale)  # None while the store is inactive
+        else:
+            self.capture(query, key, attn.scale)
         if hidden_states is None:
-            if not explicit:
-                self.capture(query, key, attn.scale)
             hidden_states = F.scaled_dot_product_attention(
                 query, key, value, attn_mask=attention_mask, scale=attn.scale
             )
