@@ -108,3 +108,25 @@ def test_grounding_capture_keeps_the_output():
     mask[:, :, 16:48, 16:48] = 1
     loss = grounding_loss(maps, mask, torch.tensor([1.0, 0.0]))
     assert 0 < float(loss) < 2 and np.isfinite(float(loss))
+
+
+def test_trainer_keeps_an_ema_across_a_resume_and_exports_it(tmp_path):
+    """`--ema-decay`: the EMA is checkpointed, goes on after a resume and is what the exported transformer holds;
+    `--bf16` trains under autocast with fp32 weights."""
+    from safetensors.torch import load_file
+
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, train
+
+    common = dict(out=str(tmp_path), threads=1, layers=1, batch_size=2, ckpt_every=1, log_every=1, keep_every=0)
+    train(MMDiTTrainConfig(steps=2, ema_decay=0.5, bf16=1, **common))
+    ckpt = tmp_path / "checkpoint"
+    raw2, ema2 = load_file(str(ckpt / "transformer.safetensors")), load_file(str(ckpt / "ema.safetensors"))
+    assert all(v.dtype == torch.float32 for v in raw2.values())
+    assert any(not torch.equal(raw2[k], ema2[k]) for k in raw2)  # the EMA lags the weights
+    train(MMDiTTrainConfig(steps=3, ema_decay=0.5, **common))
+    raw3, ema3 = load_file(str(ckpt / "transformer.safetensors")), load_file(str(ckpt / "ema.safetensors"))
+    for k in raw3:  # one more step of ema <- 0.5 ema + 0.5 weights, from the checkpointed EMA
+        torch.testing.assert_close(ema3[k], 0.5 * ema2[k] + 0.5 * raw3[k])
+    exported = load_file(str(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"))
+    for k in raw3:
+        torch.testing.assert_close(exported[k], ema3[k])

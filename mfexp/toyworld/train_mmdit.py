@@ -56,6 +56,8 @@ class MMDiTTrainConfig:
     max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
+    bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); pays on CPUs with AMX
+    ema_decay: float = 0.0  # > 0: keep an EMA of the weights (checkpointed), exported instead of the raw weights
 
 
 def build_pipeline(cfg: MMDiTTrainConfig):
@@ -171,6 +173,14 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         state = json.loads((ckpt / "state.json").read_text())
         step, losses, attn_losses = state["step"], state["losses"], state.get("attn_losses", [])
         print(f"resumed at step {step}")
+    ema = None
+    if cfg.ema_decay > 0:  # starts from the weights in hand when a run first asks for it
+        ema_file = ckpt / "ema.safetensors"
+        ema = (
+            load_file(str(ema_file))
+            if ema_file.is_file()
+            else {k: v.detach().clone() for k, v in model.state_dict().items()}
+        )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     model.train()
@@ -189,15 +199,17 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         xs = (1 - s) * x0 + s * noise
         for c in captures:
             c.token_pos = token_pos[row].long()
-        pred = model(
-            hidden_states=xs,
-            timestep=s.flatten() * 1000,
-            encoder_hidden_states=embeds[row],
-            pooled_projections=pooled[row],
-            return_dict=False,
-        )[0]
-        loss = flow_loss = F.mse_loss(pred, noise - x0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
+            pred = model(
+                hidden_states=xs,
+                timestep=s.flatten() * 1000,
+                encoder_hidden_states=embeds[row],
+                pooled_projections=pooled[row],
+                return_dict=False,
+            )[0]
+        loss = flow_loss = F.mse_loss(pred.float(), noise - x0)
         if captures:
+            maps.update({k: v.float() for k, v in maps.items()})
             attn_loss = grounding_loss(maps, masks, (row != len(embeds) - 1).float())
             loss = loss + cfg.attn_loss_weight * attn_loss
             attn_losses.append(attn_loss.item())
@@ -206,6 +218,10 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in model.state_dict().items():
+                    ema[k].lerp_(v, 1 - cfg.ema_decay)
         step += 1
         losses.append(flow_loss.item())
         if step % cfg.log_every == 0:
@@ -219,12 +235,18 @@ def train(cfg: MMDiTTrainConfig) -> Path:
             ckpt.mkdir(parents=True, exist_ok=True)
             save_file(model.state_dict(), str(ckpt / "transformer.safetensors"))
             torch.save(opt.state_dict(), ckpt / "optimizer.pt")
+            if ema is not None:
+                save_file(ema, str(ckpt / "ema.safetensors"))
             state = {"step": step, "losses": losses, "attn_losses": attn_losses}
             (ckpt / "state.json").write_text(json.dumps(state))
         if cfg.keep_every and step % cfg.keep_every == 0:
             (out / "snapshots").mkdir(parents=True, exist_ok=True)
-            save_file(model.state_dict(), str(out / "snapshots" / f"transformer_{step}.safetensors"))
+            save_file(
+                model.state_dict() if ema is None else ema, str(out / "snapshots" / f"transformer_{step}.safetensors")
+            )
     model.eval()
+    if ema is not None:
+        model.load_state_dict(ema)
     if captures:
         model.set_attn_processor(original)
     pipe.save_pretrained(str(out), safe_serialization=True)
