@@ -10,6 +10,10 @@ Variants (each run in a fresh subprocess; rounds alternate A B C A B C so that l
 - `plain`: `StableDiffusionPipeline.__call__` making the mosaics' region images (same count: mosaics x N, nominal
   region size, batch size x N images per call, same model, dtype, steps, guidance and region prompts): the cost of
   the mosaic machinery.
+- `plain_crops`: as `plain`, but each region image at its own crop's shape (overlap and jitter included: the pixels
+  the mosaic diffuses), a batch of mosaics' crops grouped by shape exactly as the generator's buckets, one pipeline
+  call per shape: the same denoiser calls as `after`, so `after` / `plain_crops` is the cost of blending, capture,
+  masks and the canvas alone.
 - `--sweep 1,2,4,8` adds one `after` subprocess timing each of these batch sizes in turn (for picking the default).
 
 Each variant makes `--mosaics` mosaics after a warm-up (the first batch at 2 steps; with `--compile` every batch's
@@ -32,6 +36,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +54,7 @@ MODELS = {  # --model -> overrides (refine=bilateral: the paper's setting, numpy
     ],
 }
 BEFORE = ["generator.jitter_levels=null", "generator.batch_size=1"]  # the generator before issue 21
-VARIANTS = ("before", "after", "nocapture", "plain")
+VARIANTS = ("before", "after", "nocapture", "plain", "plain_crops")
 
 
 # ------------------------------------------------------------------------------------------------ one subprocess
@@ -115,7 +120,7 @@ def child(args) -> list[dict]:
     warm = copy.copy(gen)  # the same denoiser (compiled or not) at 2 steps: warm-up on the shapes to be timed
     warm.cfg = copy.deepcopy(gcfg)
     warm.cfg.num_inference_steps = min(2, steps)
-    if args.variant == "plain" and args.compile:
+    if args.variant.startswith("plain") and args.compile:
         pipe.unet = torch.compile(pipe.unet)
     sizes = [int(b) for b in args.child_batch_sizes.split(",")] if args.child_batch_sizes else [int(gcfg.batch_size)]
     count = max(args.mosaics, *sizes)  # at batch size B, max(--mosaics, B) mosaics are timed
@@ -126,16 +131,27 @@ def child(args) -> list[dict]:
     n = len(plans[0].prompts)
     h, w = (int(v) for v in gcfg.region_size)
 
-    def plain(prompts, num_steps=steps):
+    def plain(prompts, num_steps=steps, shape=(h, w)):
+        factor = pipe.vae_scale_factor  # latents passed in: crops of a stride-4 VAE need not be multiples of 8
+        gen_ = torch.Generator(device).manual_seed(0)
+        latent = (len(prompts), pipe.unet.config.in_channels, shape[0] // factor, shape[1] // factor)
         pipe(
             list(prompts),
-            height=h,
-            width=w,
+            height=-(-shape[0] // 8) * 8,  # only checked: the latents fix the size
+            width=-(-shape[1] // 8) * 8,
             num_inference_steps=num_steps,
             guidance_scale=float(gcfg.guidance_scale),
-            generator=torch.Generator(device).manual_seed(0),
+            latents=torch.randn(latent, generator=gen_, device=device, dtype=pipe.unet.dtype),
             output_type="np",
         )
+
+    def plain_crops(group, num_steps=steps):  # one call per region shape of the batch, as the generator's buckets
+        by_shape = defaultdict(list)
+        for plan in group:
+            for reg, prompt in zip(plan.layout.regions, plan.prompts, strict=True):
+                by_shape[(reg.height, reg.width)].append(prompt)
+        for shape, prompts in by_shape.items():
+            plain(prompts, num_steps, shape)
 
     def nocapture(group, g=gen):
         g.decode(group, g.denoise(group, AttentionStore(g.window)))
@@ -153,6 +169,10 @@ def child(args) -> list[dict]:
             prompts = [p for plan in plans for p in plan.prompts]
             batches = [prompts[i : i + batch * n] for i in range(0, len(prompts), batch * n)]
             run, warm_full, warm_rest = plain, (lambda group: plain(group, warm.cfg.num_inference_steps)), None
+        elif args.variant == "plain_crops":
+            batches = [plans[i : i + batch] for i in range(0, len(plans), batch)]
+            run, warm_full = plain_crops, (lambda group: plain_crops(group, warm.cfg.num_inference_steps))
+            warm_rest = warm_full  # with --compile, every batch's shapes
         elif args.variant == "nocapture":
             batches = [plans[i : i + batch] for i in range(0, len(plans), batch)]
             run, warm_full, warm_rest = nocapture, (lambda group: nocapture(group, warm)), warm_denoise
@@ -180,6 +200,11 @@ def child(args) -> list[dict]:
                 "mosaics": len(plans),
                 "seconds": seconds,
                 "kept": sum(r.kept for out in outputs for r in out) if run is gen else None,
+                "region_pixels_per_mosaic": (
+                    n * h * w
+                    if args.variant == "plain"
+                    else sum(r.height * r.width for plan in plans for r in plan.layout.regions) / len(plans)
+                ),
                 "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
                 "canvas": [plans[0].layout.height, plans[0].layout.width],
                 "regions_per_mosaic": n,
@@ -223,6 +248,7 @@ def summarise(args, rounds: list[dict]) -> dict:
             "seconds_per_mosaic_per_round": [r["seconds"] / r["mosaics"] for r in recs],
             "peak_mb": max(r["peak_mb"] for r in recs),
             "kept": recs[0]["kept"],
+            "region_pixels_per_mosaic": recs[0]["region_pixels_per_mosaic"],
             **{k: v for k, v in recs[0].items() if k.endswith("_store_bytes")},
         }
     first = next(iter(rounds[0].values()))
@@ -237,6 +263,7 @@ def summarise(args, rounds: list[dict]) -> dict:
     ratios = {
         "after_vs_before": ratio("after", "before"),
         "generator_vs_plain": ratio("after", "plain"),
+        "generator_vs_plain_crops": ratio("after", "plain_crops"),
         "nocapture_vs_after": ratio("nocapture", "after"),  # > 1: what capture and masks cost
     }
     ratios = {k: v for k, v in ratios.items() if v is not None}
@@ -276,12 +303,12 @@ def table(report: dict) -> str:
     gpu = report["device"] != "cpu"  # absolute times only on a GPU; on a CPU, relative to the first variant
     ref = next(iter(report["variants"].values()), {"seconds_per_mosaic": 1.0})["seconds_per_mosaic"]
     head = "s/mosaic" if gpu else "time (rel.)"
-    lines = [f"{'variant':<10} {'batch':>5} {head:>11} {'peak MB':>9}"]
+    lines = [f"{'variant':<12} {'batch':>5} {head:>11} {'peak MB':>9}"]
     for name, v in report["variants"].items():
         t = v["seconds_per_mosaic"] if gpu else v["seconds_per_mosaic"] / ref
-        lines.append(f"{name:<10} {v['batch_size']:>5} {t:>11.3f} {v['peak_mb']:>9.0f}")
+        lines.append(f"{name:<12} {v['batch_size']:>5} {t:>11.3f} {v['peak_mb']:>9.0f}")
     for name, r in report["ratios"].items():
-        lines.append(f"{name:<20} {r['value']:>6.3f}x  (rounds: {', '.join(f'{x:.3f}' for x in r['per_round'])})")
+        lines.append(f"{name:<25} {r['value']:>6.3f}x  (rounds: {', '.join(f'{x:.3f}' for x in r['per_round'])})")
     sweep = report.get("sweep", {})
     first = next(iter(sweep.values()), {"mosaics_per_second": 1.0})["mosaics_per_second"]
     for b, s in sweep.items():
