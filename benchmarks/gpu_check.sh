@@ -7,7 +7,7 @@
 #
 # 1. Installs WHEELS_DIR into a temporary folder (pip --no-index --no-deps --target), unless the packages import.
 # 2. Runs benchmarks/generate.py on the SD 1.4 architecture with random weights, 768x1024 N=4 mosaics, 50 steps:
-#    bf16 (after / nocapture / plain), compiled bf16 `after`, fp32, a bf16 batch-size sweep (1, 2, 4, 8), then
+#    bf16 (after / nocapture / plain / plain_crops), compiled bf16 `after`, fp32, a bf16 batch-size sweep (1, 2, 4, 8), then
 #    compiled bf16 plain and nocapture (each variant on its own); every part is cut off at the deadline
 #    (GPU_CHECK_SECONDS, default 450 s from the start) and listed under "skipped" in the JSON.
 # 3. Writes one JSON (GPU_CHECK_JSON, default gpu_check.json in the current folder; the parts beside it) and prints
@@ -67,7 +67,7 @@ part() {  # NAME ARGS...: one generate.py run, cut off at the deadline
   fi
 }
 # most wanted first: what the deadline cuts comes last
-part bf16 --dtype bf16 --variants after,nocapture,plain
+part bf16 --dtype bf16 --variants after,nocapture,plain,plain_crops
 if (( CPU )); then  # one process for all three (a dry run); on a GPU each its own part, so each beats the deadline
   part bf16_compiled_all --dtype bf16 --compile --variants after,nocapture,plain
 else

@@ -30,7 +30,10 @@ def test_gpu_check_cpu_dry_run(tmp_path):
         fields = report[precision]
         for name in PRECISION_FIELDS:
             assert isinstance(fields[name], float) and fields[name] > -1, (precision, name, fields)
-        assert set(fields["peak_mb"]) == {"after", "nocapture", "plain"}
+        assert set(fields["peak_mb"]) == {"after", "nocapture", "plain"} | (
+            {"plain_crops"} if precision == "bf16" else set()
+        )
+        assert (fields["generator_vs_plain_crops"] is not None) == (precision == "bf16")
     assert set(report["bf16_batch_sweep"]) == {"1", "2"}
     for entry in report["bf16_batch_sweep"].values():
         assert entry["mosaics_per_second"] > 0 and entry["peak_mb"] > 0
