@@ -53,6 +53,7 @@ class MMDiTTrainConfig:
     layers: int = 6
     heads: int = 4
     head_dim: int = 32
+    patch_size: int = 2  # latent pixels per token side: 2 -> 8x8 image tokens, 1 -> 16x16
     max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
@@ -72,7 +73,7 @@ def build_pipeline(cfg: MMDiTTrainConfig):
     width = text.config.hidden_size
     transformer = SD3Transformer2DModel(
         sample_size=16,
-        patch_size=2,
+        patch_size=cfg.patch_size,
         in_channels=vae.config.latent_channels,
         out_channels=vae.config.latent_channels,
         num_layers=cfg.layers,
