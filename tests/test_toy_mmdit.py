@@ -130,3 +130,25 @@ def test_trainer_keeps_an_ema_across_a_resume_and_exports_it(tmp_path):
     exported = load_file(str(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors"))
     for k in raw3:
         torch.testing.assert_close(exported[k], ema3[k])
+
+
+def test_trainer_starts_from_shipped_weights(tmp_path):
+    """`--init` (a shipped folder) and `--init-step`: training goes on from those weights at that step."""
+    import json
+
+    import pytest
+    from safetensors.torch import load_file
+
+    from mfexp.assets import toy_mmdit_path
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, init_weights, train
+
+    shipped = load_file(str(init_weights(toy_mmdit_path())))
+    common = dict(out=str(tmp_path), threads=1, batch_size=2, ckpt_every=1, log_every=1, keep_every=0)
+    train(MMDiTTrainConfig(steps=11, init=str(toy_mmdit_path()), init_step=10, **common))
+    ckpt = tmp_path / "checkpoint"
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 11
+    trained = load_file(str(ckpt / "transformer.safetensors"))
+    changed = [k for k in shipped if not torch.equal(shipped[k], trained[k])]
+    assert changed and max(float((shipped[k] - trained[k]).abs().max()) for k in shipped) < 0.01  # one small step
+    with pytest.raises(FileNotFoundError, match="--init"):
+        init_weights(tmp_path / "nowhere")

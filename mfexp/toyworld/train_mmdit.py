@@ -16,7 +16,9 @@ the quantity MosaicFusion's capture reads) should lie on the object's mask, whic
 the real SD3 models: a toy trained on a few thousand steps has no reason to ground its tokens otherwise.
 
 Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
-optimizer state with the step and losses; a run started on the same `--out` goes on from there. At the end the
+optimizer state with the step and losses; a run started on the same `--out` goes on from there. With no checkpoint,
+`--init FILE_OR_FOLDER --init-step N` starts from given weights (e.g. the shipped `mfexp/assets/toy_mmdit` and the
+step its `toy_mmdit.json` names) with a fresh optimizer that warms up again. At the end the
 pipeline is saved to `<out>` (`StableDiffusion3Pipeline` folder, safetensors) with `toy_mmdit.json`.
 """
 
@@ -54,6 +56,9 @@ class MMDiTTrainConfig:
     heads: int = 4
     head_dim: int = 32
     patch_size: int = 2  # latent pixels per token side: 2 -> 8x8 image tokens, 1 -> 16x16
+    init: str = ""  # with no checkpoint in --out: start from these transformer weights (a .safetensors file, or a
+    # shipped / exported folder with transformer/), fresh optimizer, at step --init-step
+    init_step: int = 0
     max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
@@ -147,6 +152,16 @@ def grounding_loss(maps: dict, masks: torch.Tensor, valid: torch.Tensor) -> torc
     return torch.stack(losses).mean()
 
 
+def init_weights(path: Path) -> Path:
+    """The transformer weights file of `path`: the file itself, or a folder's transformer/ weights."""
+    if path.is_file():
+        return path
+    weights = path / "transformer" / "diffusion_pytorch_model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"--init {path}: neither a weights file nor a folder with {weights.relative_to(path)}")
+    return weights
+
+
 def train(cfg: MMDiTTrainConfig) -> Path:
     from safetensors.torch import load_file, save_file
 
@@ -174,6 +189,10 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         state = json.loads((ckpt / "state.json").read_text())
         step, losses, attn_losses = state["step"], state["losses"], state.get("attn_losses", [])
         print(f"resumed at step {step}")
+    elif cfg.init:
+        model.load_state_dict(load_file(str(init_weights(Path(cfg.init)))))
+        step = cfg.init_step
+        print(f"started from {cfg.init} at step {step}")
     ema = None
     if cfg.ema_decay > 0:  # starts from the weights in hand when a run first asks for it
         ema_file = ckpt / "ema.safetensors"
@@ -182,7 +201,12 @@ def train(cfg: MMDiTTrainConfig) -> Path:
             if ema_file.is_file()
             else {k: v.detach().clone() for k, v in model.state_dict().items()}
         )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup), last_epoch=step - 1)
+    start = cfg.init_step if cfg.init else 0  # a fresh optimizer warms up again
+    for group in opt.param_groups:  # a fresh optimizer (--init) has none; the scheduler starts at `step`
+        group.setdefault("initial_lr", cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s - start + 1) / cfg.warmup), last_epoch=step - 1
+    )
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     model.train()
     t0 = time.time()
