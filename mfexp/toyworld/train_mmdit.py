@@ -202,8 +202,8 @@ def train(cfg: MMDiTTrainConfig) -> Path:
             else {k: v.detach().clone() for k, v in model.state_dict().items()}
         )
     start = cfg.init_step if cfg.init else 0  # a fresh optimizer warms up again
-    for group in opt.param_groups:  # a fresh optimizer (--init) has none; the scheduler starts at `step`
-        group.setdefault("initial_lr", cfg.lr)
+    for group in opt.param_groups:  # the scheduler starts at `step` from --lr (a resume may change it)
+        group["initial_lr"] = cfg.lr
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s - start + 1) / cfg.warmup), last_epoch=step - 1
     )
