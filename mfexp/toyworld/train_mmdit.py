@@ -62,7 +62,7 @@ class MMDiTTrainConfig:
     max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
-    bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); pays on CPUs with AMX
+    bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); no faster on this AMX CPU
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights (checkpointed), exported instead of the raw weights
 
 
