@@ -152,3 +152,31 @@ def test_trainer_starts_from_shipped_weights(tmp_path):
     assert changed and max(float((shipped[k] - trained[k]).abs().max()) for k in shipped) < 0.01  # one small step
     with pytest.raises(FileNotFoundError, match="--init"):
         init_weights(tmp_path / "nowhere")
+
+
+def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tmp_path, capsys):
+    """A kill between `save_checkpoint`'s two renames leaves `checkpoint.old` and a complete `checkpoint.new`: the
+    next start resumes from the new one; a half-written `checkpoint.new` is dropped. A snapshot of a non-default
+    architecture exports (its metadata records the architecture)."""
+    import shutil
+
+    from mfexp.toyworld.toy_mmdit import export, load_toy_mmdit
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, train
+
+    common = dict(out=str(tmp_path), threads=1, layers=1, heads=2, batch_size=2, ckpt_every=1, log_every=1)
+    ckpt, old, new = (tmp_path / n for n in ("checkpoint", "checkpoint.old", "checkpoint.new"))
+    train(MMDiTTrainConfig(steps=1, keep_every=0, **common))
+    shutil.copytree(ckpt, old)
+    train(MMDiTTrainConfig(steps=2, keep_every=0, **common))
+    ckpt.rename(new)  # the kill: checkpoint/ renamed away, checkpoint.new/ not yet renamed in
+    capsys.readouterr()
+    train(MMDiTTrainConfig(steps=3, keep_every=1, **common))
+    assert "resumed at step 2" in capsys.readouterr().out
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 3 and not old.exists() and not new.exists()
+    new.mkdir()
+    (new / "transformer.safetensors").write_bytes(b"half")  # killed while writing: no state.json
+    train(MMDiTTrainConfig(steps=3, keep_every=1, **common))
+    assert not new.exists() and json.loads((ckpt / "state.json").read_text())["step"] == 3
+
+    pipe = load_toy_mmdit(export(tmp_path / "snapshots" / "transformer_3.safetensors", tmp_path / "exported"))
+    assert pipe.transformer.config.num_layers == 1 and pipe.transformer.config.num_attention_heads == 2

@@ -89,12 +89,18 @@ def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.
 
 def export(weights: str | Path, dest: str | Path, seed: int = 0) -> Path:
     """Write a trainer checkpoint's transformer (`weights`, safetensors) and the text projection drawn from `seed`
-    to `dest` in the shipped layout. The architecture is the trainer's default (`MMDiTTrainConfig`)."""
+    to `dest` in the shipped layout. The architecture is the one the trainer recorded in the file's metadata (files
+    written before it did so: the trainer's defaults, `MMDiTTrainConfig`)."""
+    import json
+
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, build_pipeline
 
-    pipe = build_pipeline(MMDiTTrainConfig(seed=seed))
+    with safe_open(str(weights), "pt") as f:
+        recorded = json.loads((f.metadata() or {}).get("architecture", "{}"))
+    pipe = build_pipeline(MMDiTTrainConfig(seed=seed, **recorded))
     pipe.transformer.load_state_dict(load_file(str(weights)))
     pipe.transformer.eval()
     dest = Path(dest)

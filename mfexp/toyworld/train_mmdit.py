@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mfexp.fileio import atomic_path
 from mfexp.mosaicfusion.families.mmdit_attention import token_probability
 from mfexp.toyworld.train_t2i import CaptionTable, render_batch
 from mfexp.toyworld.world import build_categories, caption
@@ -152,6 +153,48 @@ def grounding_loss(maps: dict, masks: torch.Tensor, valid: torch.Tensor) -> torc
     return torch.stack(losses).mean()
 
 
+def architecture(cfg: MMDiTTrainConfig) -> dict:
+    """The settings that shape the transformer (what `build_pipeline` reads besides the seed)."""
+    return {k: getattr(cfg, k) for k in ("layers", "heads", "head_dim", "patch_size")}
+
+
+def save_checkpoint(ckpt: Path, weights: dict, optimizer: dict, ema: dict | None, state: dict, meta: dict) -> None:
+    """Write `ckpt/` as a whole or not at all: the files go to `<ckpt>.new/`, which then replaces `ckpt/` by two
+    renames (a kill between them leaves two complete folders, which `recover_checkpoint` sorts out)."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    new, old = ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    save_file(weights, str(new / "transformer.safetensors"), metadata=meta)
+    torch.save(optimizer, new / "optimizer.pt")
+    if ema is not None:
+        save_file(ema, str(new / "ema.safetensors"), metadata=meta)
+    (new / "state.json").write_text(json.dumps(state))  # last: a folder with state.json is complete
+    shutil.rmtree(old, ignore_errors=True)
+    if ckpt.exists():
+        ckpt.rename(old)
+    new.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoint(ckpt: Path) -> None:
+    """After a kill inside `save_checkpoint`: the newest complete folder becomes `ckpt/`, the rest is removed."""
+    import shutil
+
+    new, old = ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
+    if not (ckpt / "state.json").is_file():
+        for candidate in (new, old):
+            if (candidate / "state.json").is_file():
+                shutil.rmtree(ckpt, ignore_errors=True)
+                candidate.rename(ckpt)
+                break
+    for leftover in (new, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def init_weights(path: Path) -> Path:
     """The transformer weights file of `path`: the file itself, or a folder's transformer/ weights."""
     if path.is_file():
@@ -183,6 +226,8 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         model.set_attn_processor(wrapped)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     step, losses, attn_losses = 0, [], []
+    recover_checkpoint(ckpt)
+    meta = {"architecture": json.dumps(architecture(cfg))}  # in every weights file: `toy_mmdit.export` rebuilds it
     if (ckpt / "state.json").is_file():
         model.load_state_dict(load_file(str(ckpt / "transformer.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
@@ -257,18 +302,12 @@ def train(cfg: MMDiTTrainConfig) -> Path:
                 flush=True,
             )
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
-            ckpt.mkdir(parents=True, exist_ok=True)
-            save_file(model.state_dict(), str(ckpt / "transformer.safetensors"))
-            torch.save(opt.state_dict(), ckpt / "optimizer.pt")
-            if ema is not None:
-                save_file(ema, str(ckpt / "ema.safetensors"))
             state = {"step": step, "losses": losses, "attn_losses": attn_losses}
-            (ckpt / "state.json").write_text(json.dumps(state))
+            save_checkpoint(ckpt, model.state_dict(), opt.state_dict(), ema, state, meta)
         if cfg.keep_every and step % cfg.keep_every == 0:
             (out / "snapshots").mkdir(parents=True, exist_ok=True)
-            save_file(
-                model.state_dict() if ema is None else ema, str(out / "snapshots" / f"transformer_{step}.safetensors")
-            )
+            with atomic_path(out / "snapshots" / f"transformer_{step}.safetensors") as tmp:
+                save_file(model.state_dict() if ema is None else ema, str(tmp), metadata=meta)
     model.eval()
     if ema is not None:
         model.load_state_dict(ema)
