@@ -180,3 +180,13 @@ def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tm
 
     pipe = load_toy_mmdit(export(tmp_path / "snapshots" / "transformer_3.safetensors", tmp_path / "exported"))
     assert pipe.transformer.config.num_layers == 1 and pipe.transformer.config.num_attention_heads == 2
+
+
+def test_learning_rate_warms_up_holds_and_decays_to_zero():
+    """`--warmup` from the start step, constant, then with `--decay N` linear to 0 at `--steps`."""
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, lr_factor
+
+    cfg = MMDiTTrainConfig(steps=1000, warmup=10, decay=100)
+    assert lr_factor(cfg, 500, 500) == 0.1 and lr_factor(cfg, 500, 509) == 1.0  # a fresh optimizer from step 500
+    assert lr_factor(cfg, 0, 900) == 1.0 and lr_factor(cfg, 0, 950) == 0.5 and lr_factor(cfg, 0, 999) == 0.01
+    assert lr_factor(MMDiTTrainConfig(steps=1000, warmup=10), 0, 999) == 1.0  # no decay asked: constant

@@ -64,6 +64,7 @@ class MMDiTTrainConfig:
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
     bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); no faster on this AMX CPU
+    decay: int = 0  # > 0: the learning rate falls linearly to 0 over the last this many steps before --steps
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights (checkpointed), exported instead of the raw weights
 
 
@@ -195,6 +196,15 @@ def recover_checkpoint(ckpt: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+def lr_factor(cfg: MMDiTTrainConfig, start: int, step: int) -> float:
+    """The learning rate at `step` as a fraction of `--lr`: a linear warm-up over `--warmup` steps from `start`, then
+    constant; with `--decay N`, linear down to 0 over the last N steps before `--steps` (warm-up, stable, decay)."""
+    factor = min(1.0, (step - start + 1) / cfg.warmup)
+    if cfg.decay > 0:
+        factor = min(factor, max(0.0, (cfg.steps - step) / cfg.decay))
+    return factor
+
+
 def init_weights(path: Path) -> Path:
     """The transformer weights file of `path`: the file itself, or a folder's transformer/ weights."""
     if path.is_file():
@@ -249,9 +259,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     start = cfg.init_step if cfg.init else 0  # a fresh optimizer warms up again
     for group in opt.param_groups:  # the scheduler starts at `step` from --lr (a resume may change it)
         group["initial_lr"] = cfg.lr
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s - start + 1) / cfg.warmup), last_epoch=step - 1
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, start, s), last_epoch=step - 1)
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     model.train()
     t0 = time.time()
