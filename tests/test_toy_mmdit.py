@@ -157,13 +157,13 @@ def test_trainer_starts_from_shipped_weights(tmp_path):
 def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tmp_path, capsys):
     """A kill between `save_checkpoint`'s two renames leaves `checkpoint.old` and a complete `checkpoint.new`: the
     next start resumes from the new one; a half-written `checkpoint.new` is dropped. A snapshot of a non-default
-    architecture exports (its metadata records the architecture)."""
+    architecture exports (its metadata records the architecture, the CLIP length included)."""
     import shutil
 
     from mfexp.toyworld.toy_mmdit import export, load_toy_mmdit
     from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, train
 
-    common = dict(out=str(tmp_path), threads=1, layers=1, heads=2, batch_size=2, ckpt_every=1, log_every=1)
+    common = dict(out=str(tmp_path), threads=1, layers=1, heads=2, clip_length=24, batch_size=2, ckpt_every=1)
     ckpt, old, new = (tmp_path / n for n in ("checkpoint", "checkpoint.old", "checkpoint.new"))
     train(MMDiTTrainConfig(steps=1, keep_every=0, **common))
     shutil.copytree(ckpt, old)
@@ -180,6 +180,29 @@ def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tm
 
     pipe = load_toy_mmdit(export(tmp_path / "snapshots" / "transformer_3.safetensors", tmp_path / "exported"))
     assert pipe.transformer.config.num_layers == 1 and pipe.transformer.config.num_attention_heads == 2
+    assert pipe.tokenizer_max_length == 24 and load_toy_mmdit().tokenizer_max_length == 77  # the shipped: none recorded
+
+
+def test_a_shorter_clip_length_drops_only_padding():
+    """`--clip-length`: the toy captions' CLIP states and pooled output are the same padded to 24 tokens as to
+    SD3's 77 (CLIP's causal mask), so a shorter length changes what the transformer sees only by the padding."""
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, build_pipeline
+    from mfexp.toyworld.world import build_categories, caption
+
+    prompts = [caption(c["name"], with_def) for c in build_categories()[::7] for with_def in (False, True)]
+    out = {}
+    for length in (77, 24):
+        pipe = build_pipeline(MMDiTTrainConfig(layers=1, clip_length=length))
+        with torch.no_grad():
+            embeds, _, pooled, _ = pipe.encode_prompt(
+                prompts, None, None, device="cpu", do_classifier_free_guidance=False, max_sequence_length=8
+            )
+        out[length] = embeds, pooled
+    (long, long_pooled), (short, short_pooled) = out[77], out[24]
+    assert short.shape[1] == 24 + 8 and long.shape[1] == 77 + 8
+    torch.testing.assert_close(short[:, :24], long[:, :24], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(short_pooled, long_pooled, rtol=1e-5, atol=1e-5)
+    assert max(len(pipe.tokenizer(p).input_ids) for p in prompts) <= 24
 
 
 def test_learning_rate_warms_up_holds_and_decays_to_zero():

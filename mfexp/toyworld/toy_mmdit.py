@@ -5,7 +5,8 @@ The text encoder is a `CLIPTextModelWithProjection` whose projection the toy UNe
 (`train_mmdit`) draws it at random (seed 0) and keeps it frozen; the shipped folder holds it
 (`text_projection.safetensors`, 16 KiB). One encoder serves as both of SD3's CLIP encoders; there is no T5.
 
-Shipped folder layout: `transformer/` (diffusers `SD3Transformer2DModel`, safetensors), `text_projection.safetensors`,
+Shipped folder layout: `transformer/` (diffusers `SD3Transformer2DModel`, safetensors), `text_projection.safetensors`
+(its metadata: `clip_length`, the CLIP tokens a caption is padded to, 77 when absent),
 `toy_mmdit.json` (provenance and measured quality), `train_log.txt`.
 
     python -m mfexp.toyworld.toy_mmdit RUN_DIR/snapshots/transformer_1000.safetensors DEST
@@ -24,9 +25,9 @@ import torch
 SCHEDULER_SHIFT = 1.0  # the trainer samples s ~ logit-normal and the sampler uses unshifted sigmas
 
 
-def toy_parts(seed: int = 0) -> dict:
-    """The frozen toy parts: `vae`, `tokenizer` and `text_encoder` (its projection drawn from `seed` as the trainer
-    draws it)."""
+def toy_parts(seed: int = 0, clip_length: int = 77) -> dict:
+    """The frozen toy parts: `vae`, `tokenizer` (padding captions to `clip_length` tokens) and `text_encoder` (its
+    projection drawn from `seed` as the trainer draws it)."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
     from transformers.utils import logging
@@ -35,7 +36,7 @@ def toy_parts(seed: int = 0) -> dict:
 
     toy = toy_t2i_path()
     vae = AutoencoderKL.from_pretrained(toy / "vae", local_files_only=True)
-    tokenizer = CLIPTokenizer.from_pretrained(toy / "tokenizer", local_files_only=True)
+    tokenizer = CLIPTokenizer.from_pretrained(toy / "tokenizer", local_files_only=True, model_max_length=clip_length)
     torch.manual_seed(seed)
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # "text_projection newly initialized": intended
@@ -72,6 +73,7 @@ def assemble(transformer, parts: dict):
 def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.float32):
     """The toy MM-DiT pipeline from a folder in the shipped layout (default: mfexp/assets/toy_mmdit), offline."""
     from diffusers import SD3Transformer2DModel
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from mfexp.assets import toy_mmdit_path
@@ -79,8 +81,11 @@ def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.
     folder = Path(folder) if folder is not None else toy_mmdit_path()
     if not (folder / "transformer").is_dir():
         raise FileNotFoundError(f"{folder}: no toy MM-DiT here (transformer/ missing)")
-    parts = toy_parts()
-    parts["text_encoder"].text_projection.load_state_dict(load_file(str(folder / "text_projection.safetensors")))
+    projection = folder / "text_projection.safetensors"
+    with safe_open(str(projection), "pt") as f:  # the CLIP length it was trained with (none recorded: SD3's 77)
+        clip_length = int((f.metadata() or {}).get("clip_length", 77))
+    parts = toy_parts(clip_length=clip_length)
+    parts["text_encoder"].text_projection.load_state_dict(load_file(str(projection)))
     transformer = SD3Transformer2DModel.from_pretrained(folder / "transformer", local_files_only=True)
     transformer.eval().requires_grad_(False)
     pipe = assemble(transformer, parts)
@@ -106,7 +111,9 @@ def export(weights: str | Path, dest: str | Path, seed: int = 0) -> Path:
     dest = Path(dest)
     pipe.transformer.save_pretrained(str(dest / "transformer"), safe_serialization=True)
     projection = {k: v.contiguous() for k, v in pipe.text_encoder.text_projection.state_dict().items()}
-    save_file(projection, str(dest / "text_projection.safetensors"))
+    save_file(
+        projection, str(dest / "text_projection.safetensors"), metadata={"clip_length": str(pipe.tokenizer_max_length)}
+    )
     return dest
 
 
