@@ -1,10 +1,13 @@
-"""Lightning callbacks of the stages: stop requests (in `predict`; a checkpoint on a stop in `fit`), one training bar
-for the whole run on a terminal, and plain progress lines in a log (a pipe, a file: SLURM, nohup)."""
+"""Lightning callbacks of the stages: stop requests (in `predict`; a checkpoint on a stop in `fit`; Ctrl-C as a stop
+request), one training bar for the whole run on a terminal, and plain progress lines in a log (a pipe, a file: SLURM,
+nohup)."""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
@@ -27,7 +30,8 @@ class StopOnSigterm(Callback):
 class CheckpointOnStop(Callback):
     """Save the training state to ``path`` (the run's last.ckpt) when a stop request (SIGTERM, Ctrl-C) ends
     `Trainer.fit`, so that the rerun resumes at the step reached, not at the last ``checkpoint_every``. Lightning
-    raises the request at a step boundary (Ctrl-C: where it lands; the step in hand is not counted), on every rank."""
+    raises the request at a step boundary, on every rank (Ctrl-C too, with `CtrlCAsStopRequest`; a second Ctrl-C
+    lands where it lands, and the step in hand is not counted)."""
 
     def __init__(self, path) -> None:
         self.path = str(path)
@@ -35,6 +39,51 @@ class CheckpointOnStop(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.global_step > 0:
             trainer.save_checkpoint(self.path, weights_only=False)
+
+
+class CtrlCAsStopRequest(Callback):
+    """Ctrl-C ends a loop the way SIGTERM does: after the training step or the predict batch in hand, on every rank
+    (Lightning shares rank 0's request), with last.ckpt or the batch's outputs written; a second Ctrl-C stops at once.
+    Lightning alone lets the KeyboardInterrupt land wherever it lands, ignores Ctrl-C from then on and exits with 1.
+    The stop leaves as Lightning's SIGTERMException with code 130 (the shell's code for Ctrl-C), which
+    `mfexp.run.StopRequested` passes on. Armed from the loop's start (Lightning's signal handling is set up by then)
+    until the trainer's end, in the main thread only (signal handlers live there)."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: object = None
+
+    def _arm(self, trainer) -> None:
+        if threading.current_thread() is not threading.main_thread() or self._previous is not None:
+            return
+
+        def on_ctrl_c(signum, frame) -> None:
+            if self.pressed:
+                raise KeyboardInterrupt
+            self.pressed = True
+            print("\nCtrl-C: stopping after the step in hand (Ctrl-C again: stop now)", file=sys.stderr, flush=True)
+            trainer._signal_connector.received_sigterm = True  # the flag Lightning's SIGTERM handler sets
+
+        self._previous = signal.signal(signal.SIGINT, on_ctrl_c)
+
+    def _disarm(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+            self._previous = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._arm(trainer)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self._arm(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._disarm()
+        if self.pressed and isinstance(exception, SIGTERMException):
+            exception.code = 130
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        self._disarm()
 
 
 class RunProgressBar(RichProgressBar):

@@ -73,9 +73,10 @@ def test_generate_that_keeps_no_mosaic_fails_with_the_skip_reasons(tmp_path):
     assert json.loads(RunPaths(tmp_path).failed.read_text())["type"] == "ValueError"
 
 
-def test_sigterm_during_generate_saves_the_finished_mosaics_and_the_rerun_resumes(tmp_path):
-    """Lightning notes SIGTERM but runs its predict loop on: the stage stops after the mosaic in hand, exits
-    non-zero, and the same command continues where it stopped."""
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_during_generate_saves_the_finished_mosaics_and_the_rerun_resumes(tmp_path, signum, exit_code):
+    """Lightning notes SIGTERM but runs its predict loop on; Ctrl-C would land anywhere: either way the stage stops
+    after the mosaic in hand, exits with the signal's shell code, and the same command continues where it stopped."""
     args = GENERATE + [
         f"generator.categories={CATEGORIES}",
         "synthetic.images_per_category=5",
@@ -93,13 +94,13 @@ def test_sigterm_during_generate_saves_the_finished_mosaics_and_the_rerun_resume
             while time.time() < deadline and proc.poll() is None and len(list(parts.glob("*.json"))) < 2:
                 time.sleep(0.2)
             assert proc.poll() is None, "generate ended before it could be stopped"
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signum)
             code = proc.wait(timeout=120)
         finally:
             proc.kill()
     log = (tmp_path / "first.log").read_text()
     done = len(list(parts.glob("*.json")))
-    assert code == 143, log[-3000:]
+    assert code == exit_code, log[-3000:]
     assert "stopped during stage generate" in log and 2 <= done < 20
     assert not (tmp_path / "run" / "synthetic" / "annotations.json").exists()
     assert not (tmp_path / "run" / "failed.json").exists()

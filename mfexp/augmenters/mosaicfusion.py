@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
-from mfexp.callbacks import StopOnSigterm, progress
+from mfexp.callbacks import CtrlCAsStopRequest, StopOnSigterm, progress
 from mfexp.config import config_hash
 from mfexp.data import prepare_dataset
 from mfexp.devices import trainer_args
@@ -178,7 +178,7 @@ def generate_mosaicfusion(cfg, run_dir, tracker: Tracker = Tracker()) -> dict:
             **kwargs,
             logger=False,
             use_distributed_sampler=False,
-            callbacks=[PartWriter(paths, scfg.jpeg_quality), StopOnSigterm(), *shown],
+            callbacks=[PartWriter(paths, scfg.jpeg_quality), StopOnSigterm(), CtrlCAsStopRequest(), *shown],
         )
         trainer.predict(
             MosaicFusionModule(pipe, generator, main, mixed, int(cfg.seed)),

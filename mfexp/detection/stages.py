@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 
-from mfexp.callbacks import CheckpointOnStop, RunProgressBar, StopOnSigterm, progress
+from mfexp.callbacks import CheckpointOnStop, CtrlCAsStopRequest, RunProgressBar, StopOnSigterm, progress
 from mfexp.compat import patch_all
 from mfexp.detection.datasets import class_names
 from mfexp.detection.metrics import lvis_evaluate, novel_category_ids, per_category_rows
@@ -70,14 +70,14 @@ def synthetic_files(run_dir: Path) -> dict | None:
 def make_trainer(cfg, tracker: Tracker, stage: str, log_dir: Path | None = None, **kwargs) -> pl.Trainer:
     """A Lightning Trainer of ``stage`` from ``cfg.trainer`` (accelerator, devices, precision ...) plus stage
     arguments; logs go to the stage's wandb run (if any) and, with ``log_dir``, to ``log_dir/metrics.csv``; progress
-    as mfexp.callbacks.progress shows it. Samplers are mmengine's (seeded, sharded by rank), so Lightning must not
-    replace them."""
+    as mfexp.callbacks.progress shows it; Ctrl-C stops it as SIGTERM does (mfexp.callbacks.CtrlCAsStopRequest).
+    Samplers are mmengine's (seeded, sharded by rank), so Lightning must not replace them."""
     args = trainer_args(cfg.trainer)
     args.setdefault("enable_model_summary", False)
     loggers = [CSVLogger(log_dir, name="", version="")] if log_dir else []
     loggers += [tracker.lightning_logger()] if tracker else []
     args["enable_progress_bar"], shown = progress(args.get("enable_progress_bar", True), stage, RunProgressBar)
-    callbacks = kwargs.pop("callbacks", []) + shown
+    callbacks = kwargs.pop("callbacks", []) + shown + [CtrlCAsStopRequest()]
     return pl.Trainer(
         **args,
         logger=loggers or False,
