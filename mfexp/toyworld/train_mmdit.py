@@ -162,6 +162,11 @@ def architecture(cfg: MMDiTTrainConfig) -> dict:
     return {k: getattr(cfg, k) for k in ("layers", "heads", "head_dim", "patch_size", "clip_length")}
 
 
+def checkpoint_siblings(ckpt: Path) -> tuple[Path, Path]:
+    """`<ckpt>.new/` (being written) and `<ckpt>.old/` (being replaced) beside the checkpoint folder."""
+    return ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
+
+
 def save_checkpoint(ckpt: Path, weights: dict, optimizer: dict, ema: dict | None, state: dict, meta: dict) -> None:
     """Write `ckpt/` as a whole or not at all: the files go to `<ckpt>.new/`, which then replaces `ckpt/` by two
     renames (a kill between them leaves two complete folders, which `recover_checkpoint` sorts out)."""
@@ -169,7 +174,7 @@ def save_checkpoint(ckpt: Path, weights: dict, optimizer: dict, ema: dict | None
 
     from safetensors.torch import save_file
 
-    new, old = ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
+    new, old = checkpoint_siblings(ckpt)
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     save_file(weights, str(new / "transformer.safetensors"), metadata=meta)
@@ -188,7 +193,7 @@ def recover_checkpoint(ckpt: Path) -> None:
     """After a kill inside `save_checkpoint`: the newest complete folder becomes `ckpt/`, the rest is removed."""
     import shutil
 
-    new, old = ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
+    new, old = checkpoint_siblings(ckpt)
     if not (ckpt / "state.json").is_file():
         for candidate in (new, old):
             if (candidate / "state.json").is_file():
