@@ -121,10 +121,14 @@ def sd3_pipe():
     return tiny_sd3(seed=0)
 
 
-@pytest.mark.parametrize("object_token", ["clip", "t5"])
-def test_sd3_capture_equals_hand_softmax_and_keeps_the_output(sd3_pipe, object_token):
-    fam = SD3Family(sd3_pipe, gcfg("sd3", [4], object_token=object_token))
-    assert fam.align == 4 and fam.blocks == [
+@pytest.mark.parametrize("object_token,patch", [("clip", 2), ("t5", 2), ("clip", 1)])
+def test_sd3_capture_equals_hand_softmax_and_keeps_the_output(sd3_pipe, object_token, patch):
+    """Patch 1 (the toy MM-DiT may be trained with it): one token per latent cell, 16x16 image tokens."""
+    pipe = sd3_pipe if patch == 2 else tiny_sd3(seed=0, patch_size=1)
+    stride = int(pipe.vae_scale_factor)
+    fam = SD3Family(pipe, gcfg("sd3", [stride * patch], object_token=object_token))
+    n_img = (HW[0] // patch) * (HW[1] // patch)
+    assert fam.align == stride * patch and fam.blocks == [
         "transformer_blocks.0.attn.processor",
         "transformer_blocks.1.attn.processor",
     ]
@@ -132,21 +136,21 @@ def test_sd3_capture_equals_hand_softmax_and_keeps_the_output(sd3_pipe, object_t
     assert token == ([8, 7] if object_token == "clip" else [77 + 7, 77 + 6])
     reference = run(fam, RecordingStore(), token)
     store = RecordingStore()
-    attn = sd3_pipe.transformer.transformer_blocks[0].attn
+    attn = pipe.transformer.transformer_blocks[0].attn
     seen, hook = inputs_of(attn)
     with fam.capture(store):
         out = run(fam, store, token)
     hook.remove()
     torch.testing.assert_close(out, reference)
-    assert set(store.maps) == set(fam.blocks) and all(r == 4 for r, _ in store.maps.values())
-    # by hand: rows = the last 2 (conditional); keys = [64 image tokens, 93 text tokens]
+    assert set(store.maps) == set(fam.blocks) and all(r == fam.align for r, _ in store.maps.values())
+    # by hand: rows = the last 2 (conditional); keys = [n_img image tokens, 93 text tokens]
     x, ctx = seen["hidden_states"][-2:], seen["encoder_hidden_states"][-2:]
     h = attn.heads
     q = attn.norm_q(heads(attn.to_q(x), h))
     k = torch.cat([attn.norm_k(heads(attn.to_k(x), h)), attn.norm_added_k(heads(attn.add_k_proj(ctx), h))], 2)
-    expected = softmax_column(q, k, [64 + t for t in token])
+    expected = softmax_column(q, k, [n_img + t for t in token])
     resolution, got = store.maps["transformer_blocks.0.attn.processor"]
-    assert got.shape == (2, 64)
+    assert got.shape == (2, n_img)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 

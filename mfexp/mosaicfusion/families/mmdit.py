@@ -27,11 +27,16 @@ class MMDiTFamily(Family):
     text_offset: int  # where the tokenizer's ids start in the text part of the joint sequence
     text_length: int  # tokens the tokenizer's part may use (its context)
 
+    @property
+    def patch(self) -> int:
+        """Latent cells per token side: FLUX's 2x2 packing (SD3Family reads its transformer's patch size)."""
+        return 2
+
     def __init__(self, pipe, gcfg):
         self.pipe, self.cfg = pipe, gcfg
         self.model = pipe.transformer
         self.stride = int(pipe.vae_scale_factor)
-        self.align = self.stride * 2  # one token = 2x2 latent cells (SD3's patch, FLUX's packing)
+        self.align = self.stride * self.patch  # one token = patch x patch latent cells
         self.resolution = self.align
         if str(gcfg.get("scheduler", "default")) != "default":
             raise ValueError(
@@ -70,11 +75,11 @@ class MMDiTFamily(Family):
         kwargs = {}
         if scheduler.config.get("use_dynamic_shifting", False):
             h, w = latent_hw
-            kwargs["mu"] = flow_shift_mu((h // 2) * (w // 2), scheduler.config)
+            kwargs["mu"] = flow_shift_mu((h // self.patch) * (w // self.patch), scheduler.config)
         scheduler.set_timesteps(int(steps), device=self.device, **kwargs)
 
     def capture(self, store):
-        return capture_joint_attention(self.model, store, self.blocks, self.resolution, self.text_first)
+        return capture_joint_attention(self.model, store, self.blocks, self.resolution, self.text_first, self.patch)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ Key layout (the family tells the processor through `text_first`):
 - FLUX double-stream (`FluxAttnProcessor` with `encoder_hidden_states`): keys = [text tokens, image tokens], rotary
   embedding on both; the key is the token itself.
 - FLUX single-stream (no `encoder_hidden_states`): the hidden states are already [text, image]; the number of image
-  tokens comes from the store's call (the crop's latent grid halved by the patch size).
+  tokens comes from the store's call (the crop's latent grid divided by the patch size).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class JointAttentionCapture:
     """Wraps one joint-attention layer's own processor; adds the object token's probability map to `store`.
 
     `text_first`: False for SD3 (keys [image, text]), True for FLUX (keys [text, image]); `patch`: latent cells per
-    token side (2 for both); `resolution`: the store's resolution key (image pixels per token side).
+    token side (2 for FLUX and the released SD3s); `resolution`: the store's resolution key (image pixels per token).
     """
 
     def __init__(self, original, store, name: str, resolution: int, text_first: bool, patch: int = 2):

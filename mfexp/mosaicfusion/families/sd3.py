@@ -16,6 +16,10 @@ class SD3Family(MMDiTFamily):
 
     text_first = False
 
+    @property
+    def patch(self) -> int:  # 2 in every released SD3 / SD3.5; the toy MM-DiT may be trained with 1
+        return int(self.model.config.patch_size)
+
     def __init__(self, pipe, gcfg):
         super().__init__(pipe, gcfg)
         self.latent_channels = int(self.model.config.in_channels)
@@ -62,10 +66,10 @@ class SD3Family(MMDiTFamily):
         return u + g * (c - u)
 
 
-def tiny_pipeline(seed: int = 0, t5: bool = True):
+def tiny_pipeline(seed: int = 0, t5: bool = True, patch_size: int = 2):
     """An SD3-architecture `StableDiffusion3Pipeline` with seeded random weights (CPU tests): 2 joint blocks (the
-    last `context_pre_only`, as in SD3), 4 latent channels, a VAE of stride 2, CLIP tokenizers from the fixture,
-    and a tiny T5 (the SentencePiece fixture) or none."""
+    last `context_pre_only`, as in SD3), 4 latent channels, patches of `patch_size` latent cells, a VAE of stride 2,
+    CLIP tokenizers from the fixture, and a tiny T5 (the SentencePiece fixture) or none."""
     from diffusers import (
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
@@ -81,7 +85,7 @@ def tiny_pipeline(seed: int = 0, t5: bool = True):
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=32,
-        patch_size=2,
+        patch_size=patch_size,
         in_channels=4,
         num_layers=2,
         attention_head_dim=8,
