@@ -132,6 +132,19 @@ def train_classifier(cats, per_category: int, epochs: int, seed: int = 0, augmen
     return net, acc
 
 
+def kept_classifier(path: Path | None, cats, epochs: int = 20):
+    """(classifier, accuracy on real crops): loaded from `path` when it exists, else trained (and written there)."""
+    if path and path.exists():
+        state = torch.load(path, weights_only=True)
+        net = classifier(len(cats))
+        net.load_state_dict(state["net"])
+        return net.eval(), state["accuracy"]
+    net, accuracy = train_classifier(cats, 120, epochs)
+    if path:
+        torch.save({"net": net.state_dict(), "accuracy": accuracy}, path)
+    return net, accuracy
+
+
 def vae_roundtrip_accuracy(net, vae, cats, per_category: int, seed: int, size: int = 64) -> float:
     """The ceiling of (a) for a model with this autoencoder: real renders encoded and decoded by the VAE, cropped by
     the reference annotator's mask as generated samples are, then classified."""
@@ -442,15 +455,7 @@ def main():
     cfg = compose([f"generator/model={args.model}", *model, *args.overrides])
     steps = args.steps or int(cfg.generator.num_inference_steps)
     pipe = set_scheduler(load_pipeline(cfg.generator.model, cfg.generator.dtype), cfg.generator.scheduler)
-    if args.classifier and args.classifier.exists():
-        state = torch.load(args.classifier)
-        net, real_acc = classifier(len(cats)), state["accuracy"]
-        net.load_state_dict(state["net"])
-        net.eval()
-    else:
-        net, real_acc = train_classifier(cats, 120, args.epochs)
-        if args.classifier:
-            torch.save({"net": net.state_dict(), "accuracy": real_acc}, args.classifier)
+    net, real_acc = kept_classifier(args.classifier, cats, args.epochs)
     main_cats, mixed_cats = cats, None
     if args.pool == "dataset":
         from mfexp.data import prepare_dataset

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 sys.path.insert(0, str(ROOT))
 
-from toy_quality import classifier, classify_by_reference, train_classifier  # noqa: E402
+from toy_quality import classify_by_reference, kept_classifier  # noqa: E402
 
 from mfexp.toyworld.world import build_categories, caption, split_name  # noqa: E402
 
@@ -81,14 +81,7 @@ def main() -> None:
 
     cats = build_categories()
     names = [c["name"] for c in cats]
-    if args.classifier and args.classifier.exists():
-        net = classifier(len(cats))
-        net.load_state_dict(torch.load(args.classifier, weights_only=True)["net"])
-        net.eval()
-    else:
-        net, accuracy = train_classifier(cats, 120, 20)
-        if args.classifier:
-            torch.save({"net": net.state_dict(), "accuracy": accuracy}, args.classifier)
+    net, _ = kept_classifier(args.classifier, cats)
     pipe = load_toy_mmdit(args.model_path)
     wanted = [split_name(n)[1] for n in names]
     report = {"model": str(args.model_path or "shipped"), "steps": args.steps, "guidance": args.guidance, "s0": {}}
