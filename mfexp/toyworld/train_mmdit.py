@@ -67,6 +67,8 @@ class MMDiTTrainConfig:
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
     bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); no faster on this AMX CPU
+    compile: int = 0  # 1: torch.compile the transformer's forward (about 2 min to compile; a patch-1 step on 2 CPU
+    # threads 1.7x faster, measured); weights, checkpoints and snapshots are the same as without
     decay: int = 0  # > 0: the learning rate falls linearly to 0 over the last this many steps before --steps
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights (checkpointed), exported instead of the raw weights
 
@@ -270,6 +272,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, start, s), last_epoch=step - 1)
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     model.train()
+    forward = torch.compile(model) if cfg.compile else model  # shares the weights: `model` is what gets saved
     t0 = time.time()
     while step < cfg.steps:
         rng = np.random.default_rng((cfg.seed, step))  # data of step k is the same however often the run resumes
@@ -286,7 +289,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         for c in captures:
             c.token_pos = token_pos[row].long()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
-            pred = model(
+            pred = forward(
                 hidden_states=xs,
                 timestep=s.flatten() * 1000,
                 encoder_hidden_states=embeds[row],
