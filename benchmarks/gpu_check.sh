@@ -34,13 +34,8 @@ rm -rf "$PARTS" && mkdir -p "$PARTS"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 WANDB_MODE=disabled PYTHONUNBUFFERED=1
 
 # --- 1. packages
-if [[ ${GPU_CHECK_FORCE_INSTALL:-0} == 1 ]] || ! "$PY" -c "import diffusers, hydra, omegaconf" 2>/dev/null; then
-  compgen -G "$WHEELS/*.whl" >/dev/null || { echo "gpu_check: packages missing and no wheels in $WHEELS" >&2; exit 1; }
-  SITE=$(mktemp -d)
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl
-  export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH}
-  echo "gpu_check: installed $(ls "$WHEELS"/*.whl | wc -l) wheels into $SITE"
-fi
+source "$ROOT/scripts/gpu_packages.sh"
+gpu_packages "$PY" "$WHEELS" || exit 1
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 SETUP=$(( $(date +%s) - START ))
 

@@ -53,3 +53,38 @@ def test_generator_path_imports_no_detector_stack():
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "", f"the generator path imports {proc.stdout.strip()}"
+
+
+def test_gpu_train_mmdit_script_on_the_cpu(tmp_path):
+    """scripts/gpu_train_mmdit.sh (TRAIN_DEVICE=cpu, tiny settings): trains, stops at --steps or the time limit, and
+    leaves the three files that come back from the GPU machine; the weights export to a loadable toy MM-DiT."""
+    from mfexp.toyworld.toy_mmdit import export, load_toy_mmdit
+
+    out = tmp_path / "gpu_run"
+    env = dict(os.environ, PYTHON=sys.executable, TRAIN_DEVICE="cpu")
+    args = [
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+        "--steps",
+        "3",
+        "--ema-decay",
+        "0.9",
+    ]
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts/gpu_train_mmdit.sh"), str(out), "5", "--", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert {"transformer.safetensors", "state.json", "train.log"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "state.json").read_text())["step"] == 3
+    pipe = load_toy_mmdit(export(out / "transformer.safetensors", tmp_path / "exported"))
+    assert pipe.transformer.config.num_layers == 1

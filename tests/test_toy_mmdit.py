@@ -215,6 +215,38 @@ def test_learning_rate_warms_up_holds_and_decays_to_zero():
     assert lr_factor(MMDiTTrainConfig(steps=1000, warmup=10), 0, 999) == 1.0  # no decay asked: constant
 
 
+def test_loader_workers_and_a_time_limit_keep_the_data_of_each_step(tmp_path, capsys):
+    """`--workers 2` renders the batches in other processes: the same data per step, so the same weights as in
+    process; `--max-minutes` stops after the step in hand with a checkpoint at that step and the export."""
+    from safetensors.torch import load_file
+
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, StepBatches, train
+    from mfexp.toyworld.world import build_categories
+
+    common = dict(threads=1, layers=1, heads=2, clip_length=24, batch_size=2, ckpt_every=10, keep_every=0)
+    weights = []
+    for workers in (0, 2):
+        out = tmp_path / f"workers{workers}"
+        train(MMDiTTrainConfig(out=str(out), steps=2, workers=workers, **common))
+        weights.append(load_file(str(out / "checkpoint" / "transformer.safetensors")))
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-5, atol=1e-6)
+    names = [c["name"] for c in build_categories()]
+    data = StepBatches(MMDiTTrainConfig(steps=5, **common), names, 2 * len(names) + 1, (4, 16, 16))
+    again = StepBatches(MMDiTTrainConfig(steps=5, **common), names, 2 * len(names) + 1, (4, 16, 16))
+    assert data[3]["noise"].shape == (2, 4, 16, 16) and data[3]["images"].shape[0] == 2
+    assert all(torch.equal(v, again[3][k]) for k, v in data[3].items())  # the data of a step: its seed alone
+    assert not torch.equal(data[3]["noise"], data[4]["noise"])
+
+    out = tmp_path / "timed"
+    capsys.readouterr()
+    train(MMDiTTrainConfig(out=str(out), steps=50, max_minutes=1e-6, **common))
+    assert "stopped at step 1" in capsys.readouterr().out
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["step"] == 1
+    assert json.loads((out / "toy_mmdit.json").read_text())["steps"] == 1
+    assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     """`--compile 1` (torch.compile of the forward, ~1 min to compile here): the same two steps give the same weights

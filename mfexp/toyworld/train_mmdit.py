@@ -67,6 +67,11 @@ class MMDiTTrainConfig:
     attn_loss_weight: float = 0.1
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
     bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); no faster on this AMX CPU
+    device: str = (
+        "cpu"  # e.g. cuda: the transformer, the VAE encode and the EMA run there (the data is drawn on the CPU)
+    )
+    workers: int = 0  # processes rendering the batches ahead (0: in the training process, between steps)
+    max_minutes: float = 0.0  # > 0: stop after this much training time, with a checkpoint and the export as at the end
     compile: int = 0  # 1: torch.compile the transformer's forward (about 2 min to compile; a patch-1 step on 2 CPU
     # threads 1.7x faster, measured); weights, checkpoints and snapshots are the same as without
     decay: int = 0  # > 0: the learning rate falls linearly to 0 over the last this many steps before --steps
@@ -159,6 +164,35 @@ def grounding_loss(maps: dict, masks: torch.Tensor, valid: torch.Tensor) -> torc
     return torch.stack(losses).mean()
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Item k is the data of training step k, drawn from the generator seeded (seed, k) alone: rendered images and
+    masks, caption rows (with `--caption-dropout` rows set to the last caption, ""), noise and flow times. So a resumed
+    run, and any number of `--workers`, see the same data at the same step."""
+
+    def __init__(self, cfg: MMDiTTrainConfig, names: list[str], captions: int, latent_shape: tuple[int, ...]):
+        self.cfg, self.names, self.captions, self.latent_shape = cfg, names, captions, latent_shape
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        rng = np.random.default_rng((cfg.seed, step))
+        cats = rng.integers(len(self.names), size=cfg.batch_size)
+        images, masks = render_batch([self.names[c] for c in cats], 64, rng)
+        row = torch.from_numpy(2 * cats + (rng.random(cfg.batch_size) < cfg.def_prob))
+        row[torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)] = self.captions - 1
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        noise = torch.randn((cfg.batch_size, *self.latent_shape), generator=gen)
+        s = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))[:, None, None, None]  # logit-normal
+        return {"images": images, "masks": masks, "row": row, "noise": noise, "s": s}
+
+
+def on_cpu(weights: dict) -> dict:
+    """A state dict's tensors on the CPU (safetensors writes CPU tensors)."""
+    return {k: v.detach().cpu() for k, v in weights.items()}
+
+
 def architecture(cfg: MMDiTTrainConfig) -> dict:
     """The settings that shape the transformer (what `build_pipeline` reads besides the seed)."""
     return {k: getattr(cfg, k) for k in ("layers", "heads", "head_dim", "patch_size", "clip_length")}
@@ -229,14 +263,17 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     from safetensors.torch import load_file, save_file
 
     torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
     out = Path(cfg.out)
     ckpt = out / "checkpoint"
     pipe = build_pipeline(cfg)
-    model, vae = pipe.transformer, pipe.vae
     names = [c["name"] for c in build_categories()]
     embeds, pooled = caption_bank(pipe, names, cfg.max_sequence_length)
     table = CaptionTable(pipe.tokenizer, names)  # same caption order as caption_bank: row 2 * category + with_def
     token_pos = torch.cat([torch.stack([table.shape_pos.flatten(), table.colour_pos.flatten()], 1), torch.zeros(1, 2)])
+    pipe.to(device)
+    model, vae = pipe.transformer, pipe.vae
+    embeds, pooled, token_pos = embeds.to(device), pooled.to(device), token_pos.to(device)
     maps: dict = {}
     captures = []
     if cfg.attn_loss_weight > 0:
@@ -250,7 +287,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     meta = {"architecture": json.dumps(architecture(cfg))}  # in every weights file: `toy_mmdit.export` rebuilds it
     if (ckpt / "state.json").is_file():
         model.load_state_dict(load_file(str(ckpt / "transformer.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
         state = json.loads((ckpt / "state.json").read_text())
         step, losses, attn_losses = state["step"], state["losses"], state.get("attn_losses", [])
         print(f"resumed at step {step}")
@@ -262,7 +299,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     if cfg.ema_decay > 0:  # starts from the weights in hand when a run first asks for it
         ema_file = ckpt / "ema.safetensors"
         ema = (
-            load_file(str(ema_file))
+            load_file(str(ema_file), device=str(device))
             if ema_file.is_file()
             else {k: v.detach().clone() for k, v in model.state_dict().items()}
         )
@@ -273,22 +310,23 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     scale, shift = vae.config.scaling_factor, vae.config.shift_factor or 0.0
     model.train()
     forward = torch.compile(model) if cfg.compile else model  # shares the weights: `model` is what gets saved
+    latent = (vae.config.latent_channels, 64 // pipe.vae_scale_factor, 64 // pipe.vae_scale_factor)
+    data = torch.utils.data.DataLoader(
+        StepBatches(cfg, names, len(embeds), latent),
+        batch_size=None,
+        sampler=range(step, cfg.steps),
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
     t0 = time.time()
-    while step < cfg.steps:
-        rng = np.random.default_rng((cfg.seed, step))  # data of step k is the same however often the run resumes
-        cats = rng.integers(len(names), size=cfg.batch_size)
-        images, masks = render_batch([names[c] for c in cats], 64, rng)
+    for batch in data:
+        images, masks, row, noise, s = (batch[k].to(device) for k in ("images", "masks", "row", "noise", "s"))
         with torch.no_grad():
             x0 = (vae.encode(images).latent_dist.sample() - shift) * scale
-        row = torch.from_numpy(2 * cats + (rng.random(cfg.batch_size) < cfg.def_prob))
-        row[torch.from_numpy(rng.random(cfg.batch_size) < cfg.caption_dropout)] = len(embeds) - 1
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        noise = torch.randn(x0.shape, generator=gen)
-        s = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))[:, None, None, None]  # logit-normal
         xs = (1 - s) * x0 + s * noise
         for c in captures:
             c.token_pos = token_pos[row].long()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
             pred = forward(
                 hidden_states=xs,
                 timestep=s.flatten() * 1000,
@@ -320,13 +358,18 @@ def train(cfg: MMDiTTrainConfig) -> Path:
                 f"step {step} loss {recent:.4f} attn_loss {grounding:.4f} ({(time.time() - t0) / 60:.1f} min)",
                 flush=True,
             )
-        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+        timed_out = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
             state = {"step": step, "losses": losses, "attn_losses": attn_losses}
-            save_checkpoint(ckpt, model.state_dict(), opt.state_dict(), ema, state, meta)
+            ema_cpu = None if ema is None else on_cpu(ema)
+            save_checkpoint(ckpt, on_cpu(model.state_dict()), opt.state_dict(), ema_cpu, state, meta)
         if cfg.keep_every and step % cfg.keep_every == 0:
             (out / "snapshots").mkdir(parents=True, exist_ok=True)
             with atomic_path(out / "snapshots" / f"transformer_{step}.safetensors") as tmp:
-                save_file(model.state_dict() if ema is None else ema, str(tmp), metadata=meta)
+                save_file(on_cpu(model.state_dict() if ema is None else ema), str(tmp), metadata=meta)
+        if timed_out:
+            print(f"--max-minutes {cfg.max_minutes:g}: stopped at step {step}", flush=True)
+            break
     model.eval()
     if ema is not None:
         model.load_state_dict(ema)
