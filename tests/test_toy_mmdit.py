@@ -247,6 +247,20 @@ def test_loader_workers_and_a_time_limit_keep_the_data_of_each_step(tmp_path, ca
     assert (out / "transformer" / "diffusion_pytorch_model.safetensors").is_file()
 
 
+def test_mask_weighted_flow_loss():
+    """`--mask-weight`: object pixels weigh 1 + w, background 1, normalised by the mean weight."""
+    from mfexp.toyworld.train_mmdit import mask_weighted_mean
+
+    err = torch.zeros(1, 4, 2, 2)
+    err[..., 0, 0] = 1.0  # the error sits on the object's latent pixel
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[..., :4, :4] = 1  # the object covers latent pixel (0, 0)
+    assert float(mask_weighted_mean(err, masks, 0.0)) == pytest.approx(0.25)
+    assert float(mask_weighted_mean(err, torch.zeros_like(masks), 4.0)) == pytest.approx(0.25)
+    assert float(mask_weighted_mean(err, masks, 4.0)) == pytest.approx(5 * 0.25 / 2)  # weights 5, 1, 1, 1: mean 2
+    assert float(mask_weighted_mean(1 - err, masks, 4.0)) == pytest.approx(0.75 / 2)  # background error counts less
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     """`--compile 1` (torch.compile of the forward, ~1 min to compile here): the same two steps give the same weights

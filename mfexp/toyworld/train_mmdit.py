@@ -65,6 +65,8 @@ class MMDiTTrainConfig:
     init_step: int = 0
     max_sequence_length: int = 8  # the (zero) T5 part: short, it carries nothing
     attn_loss_weight: float = 0.1
+    mask_weight: float = 0.0  # > 0: the flow loss weighs each latent pixel 1 + this x its object coverage (normalised
+    # to the batch's mean weight), so the object, a quarter of the image, is not outweighed by the background
     keep_every: int = 500  # also keep <out>/snapshots/transformer_<step>.safetensors every this many steps (0: never)
     bf16: int = 0  # 1: forward/backward under bf16 autocast (fp32 weights and optimizer); no faster on this AMX CPU
     device: str = (
@@ -186,6 +188,16 @@ class StepBatches(torch.utils.data.Dataset):
         noise = torch.randn((cfg.batch_size, *self.latent_shape), generator=gen)
         s = torch.sigmoid(torch.randn(cfg.batch_size, generator=gen))[:, None, None, None]  # logit-normal
         return {"images": images, "masks": masks, "row": row, "noise": noise, "s": s}
+
+
+def mask_weighted_mean(err: torch.Tensor, masks: torch.Tensor, weight: float) -> torch.Tensor:
+    """The mean of `err` (rows, channels, h, w) with each latent pixel weighed 1 + `weight` x the share of it that
+    the object covers (`masks` (rows, 1, H, W) in [0, 1], pooled to h x w), divided by the mean weight: the plain
+    mean when `weight` is 0 or no pixel holds an object."""
+    if weight <= 0:
+        return err.mean()
+    w = 1 + weight * F.adaptive_avg_pool2d(masks, err.shape[-2:])
+    return (err * w).mean() / w.mean()
 
 
 def on_cpu(weights: dict) -> dict:
@@ -334,7 +346,9 @@ def train(cfg: MMDiTTrainConfig) -> Path:
                 pooled_projections=pooled[row],
                 return_dict=False,
             )[0]
-        loss = flow_loss = F.mse_loss(pred.float(), noise - x0)
+        err = (pred.float() - (noise - x0)) ** 2
+        flow_loss = err.mean()  # logged as is, whatever the weighting
+        loss = mask_weighted_mean(err, masks, cfg.mask_weight)
         if captures:
             maps.update({k: v.float() for k, v in maps.items()})
             attn_loss = grounding_loss(maps, masks, (row != len(embeds) - 1).float())
