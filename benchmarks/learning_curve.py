@@ -70,14 +70,14 @@ def main(argv: list[str] | None = None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 5))
     for label, d in table.groupby("series", sort=False):
         ax.errorbar(
             d.step, d.fidelity, yerr=[d.fidelity - d.low, d.high - d.fidelity], marker="o", capsize=3, label=label
         )
     ax.axhline(args.target, color="grey", linestyle="--", label=f"target {args.target:g} %")
     ax.set(xlabel="training step", ylabel="class fidelity (%), 95 % interval", ylim=(0, 100), title=args.title)
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=120)

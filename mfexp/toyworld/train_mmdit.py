@@ -367,7 +367,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         losses.append(flow_loss.item())
         if step % cfg.log_every == 0:
             recent = np.mean(losses[-cfg.log_every :])
-            grounding = np.mean(attn_losses[-cfg.log_every :]) if attn_losses else 0.0
+            grounding = np.mean(attn_losses[-cfg.log_every :]) if captures else 0.0  # (a resume may drop it)
             print(
                 f"step {step} loss {recent:.4f} attn_loss {grounding:.4f} ({(time.time() - t0) / 60:.1f} min)",
                 flush=True,
