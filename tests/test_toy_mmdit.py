@@ -261,6 +261,58 @@ def test_mask_weighted_flow_loss():
     assert float(mask_weighted_mean(1 - err, masks, 4.0)) == pytest.approx(0.75 / 2)  # background error counts less
 
 
+def test_teacher_time_and_velocity_conversions():
+    """`--teacher`: flow time s maps to the DDPM step of the same signal level, and an exact epsilon (the noise
+    itself) converts to exactly the flow target noise - x0."""
+    from diffusers import DDPMScheduler
+
+    from mfexp.toyworld.train_mmdit import ddpm_time, velocity_from_eps
+
+    ab = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).alphas_cumprod
+    k = torch.tensor([0, 10, 250, 500, 998])
+    r = torch.sqrt(ab[k]) / torch.sqrt(1 - ab[k])  # (1 - s) / s at step k
+    s = 1 / (1 + r)
+    torch.testing.assert_close(ddpm_time(s, ab), k.double(), atol=1e-4, rtol=0)  # float32 s
+    between = ddpm_time(torch.linspace(0.05, 0.9, 20), ab)
+    assert bool((between.diff() > 0).all())  # more noise, later step
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(3, 4, 5, 5, generator=g), torch.randn(3, 4, 5, 5, generator=g)
+    s = torch.tensor([0.1, 0.5, 0.8])[:, None, None, None]
+    torch.testing.assert_close(velocity_from_eps((1 - s) * x0 + s * noise, s, noise), noise - x0)
+
+
+def test_the_toy_unet_teacher_beats_the_plain_flow_target(tmp_path):
+    """On real toy-world data the shipped toy UNet, read as a velocity, is nearer the flow target than zero and
+    nearer it with the right caption than with another category's; a training step with `--teacher toy` runs."""
+    from mfexp.toyworld.train_mmdit import (
+        MMDiTTrainConfig,
+        StepBatches,
+        UNetTeacher,
+        build_pipeline,
+        caption_prompts,
+        train,
+    )
+    from mfexp.toyworld.world import build_categories
+
+    torch.manual_seed(0)
+    cfg = MMDiTTrainConfig(batch_size=16, layers=1, caption_dropout=0.0)
+    pipe = build_pipeline(cfg)
+    names = [c["name"] for c in build_categories()]
+    teacher = UNetTeacher("toy", caption_prompts(names), torch.device("cpu"))
+    batch = StepBatches(cfg, names, 2 * len(names) + 1, (4, 16, 16))[0]
+    with torch.no_grad():
+        x0 = pipe.vae.encode(batch["images"]).latent_dist.mean * pipe.vae.config.scaling_factor
+    s = torch.full_like(batch["s"], 0.5)
+    xs, target = (1 - s) * x0 + s * batch["noise"], batch["noise"] - x0
+    right = float(((teacher.velocity(xs, s, batch["row"]) - target) ** 2).mean())
+    wrong_row = (batch["row"] + 12) % (2 * len(names))  # the same caption form of a category 6 further on
+    wrong = float(((teacher.velocity(xs, s, wrong_row) - target) ** 2).mean())
+    assert right < 0.5 * float((target**2).mean()) and right < wrong
+    common = dict(out=str(tmp_path), threads=1, layers=1, batch_size=2, steps=1, keep_every=0)
+    train(MMDiTTrainConfig(teacher="toy", **common))
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 1
+
+
 @pytest.mark.slow
 def test_compiled_training_matches_eager(tmp_path):
     """`--compile 1` (torch.compile of the forward, ~1 min to compile here): the same two steps give the same weights
@@ -281,3 +333,29 @@ def test_compiled_training_matches_eager(tmp_path):
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(compiled_state["losses"], eager_state["losses"], rtol=1e-4)
+
+
+def test_shape_gap_benchmark_reads_a_snapshot(tmp_path):
+    """benchmarks/toy_shape_gap.py on a trainer snapshot: every figure finite, the same figures on a second run
+    (deterministic), and the toy UNet teacher far better with its own shape word than with another shape's."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, train
+
+    train(MMDiTTrainConfig(out=str(tmp_path), threads=1, layers=1, batch_size=2, steps=1, keep_every=1))
+    snapshot = tmp_path / "snapshots" / "transformer_1.safetensors"
+    cmd = [sys.executable, str(ROOT / "benchmarks/toy_shape_gap.py"), str(snapshot), "--s", "0.5", "--batches", "1"]
+    reports = []
+    for k in range(2):
+        out = tmp_path / f"gap{k}.json"
+        proc = subprocess.run(cmd + ["--out", str(out)], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        reports.append(json.loads(out.read_text()))
+    assert reports[0] == reports[1]
+    row = reports[0][str(snapshot)]["0.5"]
+    assert all(np.isfinite(v) for v in row.values())
+    assert row["teacher_shape_gap"] > 0.1 and row["teacher_right"] < row["right"]  # a 1-step model knows nothing yet
+    assert abs(row["shape_gap"] - (row["wrong_shape"] - row["right"])) < 1e-3

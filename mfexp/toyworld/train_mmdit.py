@@ -15,6 +15,11 @@ the quantity MosaicFusion's capture reads) should lie on the object's mask, whic
 1 - soft Dice(map / max(map), mask) + token mass outside the mask. A stand-in for what web-scale pretraining gives
 the real SD3 models: a toy trained on a few thousand steps has no reason to ground its tokens otherwise.
 
+Distillation (`--teacher toy` or a toy UNet folder): rows with s < `--teacher-max-s` (0.8) take the toy UNet's
+velocity for their caption as the flow target instead of the sampled noise - x0 (its epsilon prediction at the DDPM
+step of the same signal level, converted); a lower-variance target. Tried from step 6600 of the patch-1 run: it did
+not speed the model up (benchmarks/toy_shape_gap.py, docs/toy_world.md). Off by default.
+
 Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
 optimizer state with the step and losses; a run started on the same `--out` goes on from there. With no checkpoint,
 `--init FILE_OR_FOLDER --init-step N` starts from given weights (e.g. the shipped `mfexp/assets/toy_mmdit` and the
@@ -80,6 +85,9 @@ class MMDiTTrainConfig:
     # threads: 1.2-1.3 s instead of 1.6-1.8 s, measured); weights, checkpoints and snapshots are as without
     decay: int = 0  # > 0: the learning rate falls linearly to 0 over the last this many steps before --steps
     ema_decay: float = 0.0  # > 0: keep an EMA of the weights (checkpointed), exported instead of the raw weights
+    teacher: str = ""  # a toy UNet pipeline folder ("toy": the shipped mfexp/assets/toy_t2i): distil from it -- rows
+    # with s < --teacher-max-s take the teacher's velocity for the caption as the flow target instead of noise - x0
+    teacher_max_s: float = 0.8  # above it the teacher's converted estimate is worse than the plain target (measured)
 
 
 def build_pipeline(cfg: MMDiTTrainConfig):
@@ -109,9 +117,14 @@ def build_pipeline(cfg: MMDiTTrainConfig):
     return assemble(transformer, parts)
 
 
+def caption_prompts(names: list[str]) -> list[str]:
+    """Every caption form of every category (row 2 x category + with_def), and "" last."""
+    return [caption(n, with_def) for n in names for with_def in (False, True)] + [""]
+
+
 def caption_bank(pipe, names: list[str], max_sequence_length: int):
     """Text embeddings of every caption form of every category, and of "" (computed once: the encoders are frozen)."""
-    prompts = [caption(n, with_def) for n in names for with_def in (False, True)] + [""]
+    prompts = caption_prompts(names)
     with torch.no_grad():
         embeds, _, pooled, _ = pipe.encode_prompt(
             prompts,
@@ -202,6 +215,55 @@ def mask_weighted_mean(err: torch.Tensor, masks: torch.Tensor, weight: float) ->
     return (err * w).mean() / w.mean()
 
 
+def ddpm_time(s: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The (fractional) DDPM timestep whose signal level matches flow time `s`: x_s = (1 - s) x0 + s noise is
+    x_t = sqrt(a) x0 + sqrt(1 - a) noise scaled by sqrt((1 - s)^2 + s^2), with a = (1 - s)^2 / ((1 - s)^2 + s^2);
+    log(alphas_cumprod) is interpolated linearly between the integer steps, clamped to [0, T - 1]."""
+    s = s.double()
+    log_a = 2 * torch.log1p(-s) - torch.log((1 - s) ** 2 + s**2)
+    log_ab = torch.log(alphas_cumprod.double())  # falling
+    i = torch.searchsorted(-log_ab, -log_a).clamp(1, len(log_ab) - 1)
+    lo, hi = log_ab[i - 1], log_ab[i]
+    return ((i - 1) + (lo - log_a) / (lo - hi)).clamp(0, len(log_ab) - 1)
+
+
+def velocity_from_eps(xs: torch.Tensor, s: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The flow velocity noise - x0 that an epsilon prediction `eps` at x_s (`s` shaped (rows, 1, 1, 1)) implies:
+    x0 = (x_s - s eps) / (1 - s) (the DDPM estimate, the factors sqrt((1 - s)^2 + s^2) cancel) and, with
+    noise = (x_s - (1 - s) x0) / s, v = noise - x0 = (eps - x_s) / (1 - s)."""
+    return (eps - xs) / (1 - s)
+
+
+class UNetTeacher:
+    """The toy UNet (epsilon prediction, DDPM time) as a flow-velocity oracle for the MM-DiT's captions: `velocity`
+    of x_s at flow times `s` for caption rows `row` (the trainer's caption order, "" last)."""
+
+    def __init__(self, folder: str, prompts: list[str], device: torch.device):
+        from diffusers import StableDiffusionPipeline
+
+        from mfexp.assets import toy_t2i_path
+
+        sd = StableDiffusionPipeline.from_pretrained(
+            toy_t2i_path() if folder == "toy" else folder, local_files_only=True, safety_checker=None
+        )
+        if sd.scheduler.config.prediction_type != "epsilon":
+            raise ValueError(f"--teacher {folder}: an epsilon-prediction UNet is needed")
+        length = sd.tokenizer.model_max_length  # the UNet's own caption length (SD's 77)
+        tokens = sd.tokenizer(prompts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+        ids = tokens.input_ids
+        with torch.no_grad():
+            self.embeds = sd.text_encoder(ids)[0].to(device)
+        self.unet = sd.unet.to(device).eval().requires_grad_(False)
+        self.alphas_cumprod = sd.scheduler.alphas_cumprod.to(device)
+
+    @torch.no_grad()
+    def velocity(self, xs: torch.Tensor, s: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        t = ddpm_time(s.flatten(), self.alphas_cumprod).float()
+        xt = xs / torch.sqrt((1 - s) ** 2 + s**2)
+        eps = self.unet(xt, t, encoder_hidden_states=self.embeds[row]).sample
+        return velocity_from_eps(xs, s, eps)
+
+
 def on_cpu(weights: dict) -> dict:
     """A state dict's tensors on the CPU (safetensors writes CPU tensors)."""
     return {k: v.detach().cpu() for k, v in weights.items()}
@@ -288,6 +350,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     pipe.to(device)
     model, vae = pipe.transformer, pipe.vae
     embeds, pooled, token_pos = embeds.to(device), pooled.to(device), token_pos.to(device)
+    teacher = UNetTeacher(cfg.teacher, caption_prompts(names), device) if cfg.teacher else None
     maps: dict = {}
     captures = []
     if cfg.attn_loss_weight > 0:
@@ -338,6 +401,10 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         with torch.no_grad():
             x0 = (vae.encode(images).latent_dist.sample() - shift) * scale
         xs = (1 - s) * x0 + s * noise
+        target = noise - x0
+        if teacher is not None:
+            taught = s < cfg.teacher_max_s
+            target = torch.where(taught, teacher.velocity(xs, s.clamp(max=cfg.teacher_max_s), row), target)
         for c in captures:
             c.token_pos = token_pos[row].long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
@@ -348,8 +415,9 @@ def train(cfg: MMDiTTrainConfig) -> Path:
                 pooled_projections=pooled[row],
                 return_dict=False,
             )[0]
-        err = (pred.float() - (noise - x0)) ** 2
-        flow_loss = err.mean()  # logged as is, whatever the weighting
+        err = (pred.float() - target) ** 2
+        flow_loss = ((pred.detach().float() - (noise - x0)) ** 2).mean()  # logged against noise - x0, whatever the
+        # weighting or the teacher
         loss = mask_weighted_mean(err, masks, cfg.mask_weight)
         if captures:
             maps.update({k: v.float() for k, v in maps.items()})
