@@ -52,6 +52,7 @@ def measure(weights: Path, s_values: list[float], batches: int, teacher=None) ->
         build_pipeline,
         caption_bank,
         caption_prompts,
+        predict_velocity,
     )
 
     with safe_open(str(weights), "pt") as f:
@@ -78,13 +79,7 @@ def measure(weights: Path, s_values: list[float], batches: int, teacher=None) ->
             right, wrong = b["row"], (b["row"] + OTHER_SHAPE) % (2 * len(names))
 
             def velocity(rows, xs=xs, s=s):
-                return pipe.transformer(
-                    hidden_states=xs,
-                    timestep=s.flatten() * 1000,
-                    encoder_hidden_states=embeds[rows],
-                    pooled_projections=pooled[rows],
-                    return_dict=False,
-                )[0]
+                return predict_velocity(pipe.transformer, xs, s, embeds[rows], pooled[rows])
 
             v_right, t_right = velocity(right), teacher.velocity(xs, s, right)
             sums["right"] += object_error(v_right, target, cover)

@@ -215,6 +215,17 @@ def mask_weighted_mean(err: torch.Tensor, masks: torch.Tensor, weight: float) ->
     return (err * w).mean() / w.mean()
 
 
+def predict_velocity(transformer, xs: torch.Tensor, s: torch.Tensor, text: torch.Tensor, pooled: torch.Tensor):
+    """The transformer's flow velocity at x_s, flow times `s` (rows, 1, 1, 1) given as SD3's timesteps s x 1000."""
+    return transformer(
+        hidden_states=xs,
+        timestep=s.flatten() * 1000,
+        encoder_hidden_states=text,
+        pooled_projections=pooled,
+        return_dict=False,
+    )[0]
+
+
 def ddpm_time(s: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """The (fractional) DDPM timestep whose signal level matches flow time `s`: x_s = (1 - s) x0 + s noise is
     x_t = sqrt(a) x0 + sqrt(1 - a) noise scaled by sqrt((1 - s)^2 + s^2), with a = (1 - s)^2 / ((1 - s)^2 + s^2);
@@ -408,13 +419,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         for c in captures:
             c.token_pos = token_pos[row].long()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(cfg.bf16)):
-            pred = forward(
-                hidden_states=xs,
-                timestep=s.flatten() * 1000,
-                encoder_hidden_states=embeds[row],
-                pooled_projections=pooled[row],
-                return_dict=False,
-            )[0]
+            pred = predict_velocity(forward, xs, s, embeds[row], pooled[row])
         err = (pred.float() - target) ** 2
         flow_loss = ((pred.detach().float() - (noise - x0)) ** 2).mean()  # logged against noise - x0, whatever the
         # weighting or the teacher
