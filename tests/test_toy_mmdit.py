@@ -308,6 +308,8 @@ def test_the_toy_unet_teacher_beats_the_plain_flow_target(tmp_path):
     wrong_row = (batch["row"] + 12) % (2 * len(names))  # the same caption form of a category 6 further on
     wrong = float(((teacher.velocity(xs, s, wrong_row) - target) ** 2).mean())
     assert right < 0.5 * float((target**2).mean()) and right < wrong
+    with pytest.raises(FileNotFoundError, match="--teacher"):
+        UNetTeacher(str(tmp_path), ["a"], torch.device("cpu"))
     common = dict(out=str(tmp_path), threads=1, layers=1, batch_size=2, steps=1, keep_every=0)
     train(MMDiTTrainConfig(teacher="toy", **common))
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 1

@@ -17,8 +17,9 @@ the real SD3 models: a toy trained on a few thousand steps has no reason to grou
 
 Distillation (`--teacher toy` or a toy UNet folder): rows with s < `--teacher-max-s` (0.8) take the toy UNet's
 velocity for their caption as the flow target instead of the sampled noise - x0 (its epsilon prediction at the DDPM
-step of the same signal level, converted); a lower-variance target. Tried from step 6600 of the patch-1 run: it did
-not speed the model up (benchmarks/toy_shape_gap.py, docs/toy_world.md). Off by default.
+step of the same signal level, converted); a lower-variance target. Measured (benchmarks/toy_shape_gap.py,
+docs/toy_world.md): a small, steady gain from scratch, none that shows in class fidelity from step 6600. Off by
+default.
 
 Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
 optimizer state with the step and losses; a run started on the same `--out` goes on from there. With no checkpoint,
@@ -254,9 +255,10 @@ class UNetTeacher:
 
         from mfexp.assets import toy_t2i_path
 
-        sd = StableDiffusionPipeline.from_pretrained(
-            toy_t2i_path() if folder == "toy" else folder, local_files_only=True, safety_checker=None
-        )
+        path = toy_t2i_path() if folder == "toy" else Path(folder)
+        if not (path / "unet").is_dir():
+            raise FileNotFoundError(f"--teacher {folder}: no unet/ there ('toy': the shipped toy UNet)")
+        sd = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None)
         if sd.scheduler.config.prediction_type != "epsilon":
             raise ValueError(f"--teacher {folder}: an epsilon-prediction UNet is needed")
         length = sd.tokenizer.model_max_length  # the UNet's own caption length (SD's 77)
