@@ -13,7 +13,7 @@ two snapshots a few hundred steps apart can be told apart. Deterministic: the sa
     python benchmarks/toy_shape_gap.py SNAPSHOT.safetensors [...] [--s 0.3 0.5 0.7] [--batches 2] [--out F.json]
 
 A SNAPSHOT is a trainer weights file (`<run>/snapshots/transformer_<step>.safetensors` or a checkpoint's), whose
-metadata names its architecture. About 30 s a snapshot on 2 threads (2 batches of 48).
+metadata names its architecture. A few seconds a snapshot and s on 2 threads (2 batches of 48).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mfexp.toyworld.world import build_categories  # noqa: E402
+from mfexp.toyworld.world import COLOURS, build_categories  # noqa: E402
 
-# categories are shape-major (6 colours of each shape) and each has two caption forms: row + 12 is the same colour
-# and form of the next shape
-OTHER_SHAPE = 12
+# categories are shape-major (every colour of a shape in turn) and each has two caption forms: this many rows on is
+# the same colour and form of the next shape
+OTHER_SHAPE = 2 * len(COLOURS)
 
 
 def object_error(pred: torch.Tensor, target: torch.Tensor, cover: torch.Tensor) -> float:
@@ -41,17 +41,16 @@ def object_error(pred: torch.Tensor, target: torch.Tensor, cover: torch.Tensor) 
 
 
 @torch.no_grad()
-def measure(weights: Path, s_values: list[float], batches: int, teacher=None) -> dict:
+def measure(weights: Path, s_values: list[float], batches: int, teacher) -> dict:
+    """The report of one snapshot; `teacher` is a `train_mmdit.UNetTeacher` over `caption_prompts` (built once)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from mfexp.toyworld.train_mmdit import (
         MMDiTTrainConfig,
         StepBatches,
-        UNetTeacher,
         build_pipeline,
         caption_bank,
-        caption_prompts,
         predict_velocity,
     )
 
@@ -63,7 +62,6 @@ def measure(weights: Path, s_values: list[float], batches: int, teacher=None) ->
     pipe.transformer.eval()
     names = [c["name"] for c in build_categories()]
     embeds, pooled = caption_bank(pipe, names, cfg.max_sequence_length)
-    teacher = teacher or UNetTeacher("toy", caption_prompts(names), torch.device("cpu"))
     data = StepBatches(cfg, names, len(embeds), (4, 16, 16))
     vae = pipe.vae
     shift, scale = vae.config.shift_factor or 0.0, vae.config.scaling_factor
@@ -102,12 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="write the report here as JSON")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    report = {}
     for path in args.snapshots:
         if not path.is_file():
             p.error(f"{path}: no such weights file")
-        report[str(path)] = measure(path, args.s, args.batches)
+    torch.set_num_threads(args.threads)
+    from mfexp.toyworld.train_mmdit import UNetTeacher, caption_prompts
+
+    names = [c["name"] for c in build_categories()]
+    teacher = UNetTeacher("toy", caption_prompts(names), torch.device("cpu"))
+    report = {}
+    for path in args.snapshots:
+        report[str(path)] = measure(path, args.s, args.batches, teacher)
         for s_value, row in report[str(path)].items():
             print(f"{path.name} s={s_value}: " + " ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
     if args.out:
