@@ -7,6 +7,10 @@ at the configured guidance with its 95 % Clopper-Pearson interval (48 samples: a
     python benchmarks/toy_quality.py --model toy_mmdit --model-path DEST --out s3000.json ...   # per snapshot
     python benchmarks/learning_curve.py --series "patch 2" 3000=s3000.json 5000=s5000.json \\
         --series "patch 1" 1500=p1_s1500.json 3000=p1_s3000.json --out curve.png
+    python benchmarks/learning_curve.py --previous curve.csv --series "patch 1, new" 2000=n_s2000.json --out curve.png
+
+`--previous CSV` starts from the points of an earlier figure (its CSV), so a series can be added once the earlier
+runs' JSON files are gone; a label given again with `--series` replaces that series.
 """
 
 from __future__ import annotations
@@ -54,16 +58,26 @@ def parse_series(items: list[str]) -> tuple[str, list[tuple[int, Path]]]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--series", nargs="+", action="append", required=True, metavar="LABEL STEP=FILE")
+    p.add_argument("--series", nargs="+", action="append", default=[], metavar="LABEL STEP=FILE")
+    p.add_argument("--previous", type=Path, help="an earlier figure's CSV: its points come first")
     p.add_argument("--target", type=float, default=90.0, help="a horizontal line at this fidelity (%%)")
     p.add_argument("--title", default="toy MM-DiT: single-object class fidelity")
     p.add_argument("--out", type=Path, required=True, help="the figure (.png); the points go to the same name .csv")
     args = p.parse_args(argv)
+    if not args.series and not args.previous:
+        p.error("give --series LABEL STEP=FILE... and/or --previous CSV")
     rows = []
     for items in args.series:
         label, pairs = parse_series(items)
         rows += [{"series": label, **point(step, path)} for step, path in pairs]
     table = pd.DataFrame(rows)
+    if args.previous:
+        if not args.previous.is_file():
+            p.error(f"--previous {args.previous}: no such file")
+        earlier = pd.read_csv(args.previous)
+        if not table.empty:
+            earlier = earlier[~earlier.series.isin(table.series)]
+        table = pd.concat([earlier, table], ignore_index=True)
 
     import matplotlib
 

@@ -313,6 +313,36 @@ def test_the_toy_unet_teacher_beats_the_plain_flow_target(tmp_path):
     common = dict(out=str(tmp_path), threads=1, layers=1, batch_size=2, steps=1, keep_every=0)
     train(MMDiTTrainConfig(teacher="toy", **common))
     assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 1
+    # feature distillation on that run: from step 1 on, with its head checkpointed; a resume takes the head back
+    for steps in (2, 3):
+        train(MMDiTTrainConfig(teacher="toy", feature_weight=0.5, **{**common, "steps": steps}))
+    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3 and len(state["feature_losses"]) == 2
+    assert all(0 <= v <= 2 for v in state["feature_losses"])
+    assert (tmp_path / "checkpoint" / "feature_head.safetensors").is_file()
+    with pytest.raises(ValueError, match="--teacher"):
+        train(MMDiTTrainConfig(feature_weight=0.5, **{**common, "out": str(tmp_path / "no_teacher")}))
+
+
+def test_feature_loss_is_one_minus_cosine_on_the_pooled_grid():
+    """The feature-distillation loss pools the image tokens to the teacher's grid: tokens that repeat the target
+    (nearest-upsampled) cost 0 through an identity head, the opposite direction 2, and only the rows asked for count."""
+    from mfexp.toyworld.train_mmdit import feature_loss
+
+    torch.manual_seed(0)
+    target = torch.randn(3, 8, 4, 4)
+    tokens = (
+        torch.nn.functional.interpolate(target, scale_factor=2).flatten(2).transpose(1, 2)
+    )  # (3, 64, 8): a 8 x 8 token grid
+    every = torch.ones(3, dtype=torch.bool)
+    assert float(feature_loss(tokens, torch.nn.Identity(), target, every)) == pytest.approx(0, abs=1e-6)
+    assert float(feature_loss(-tokens, torch.nn.Identity(), target, every)) == pytest.approx(2, abs=1e-6)
+    mixed = torch.cat([tokens[:1], -tokens[1:]])
+    first = torch.tensor([True, False, False])
+    assert float(feature_loss(mixed, torch.nn.Identity(), target, first)) == pytest.approx(0, abs=1e-6)
+    assert float(feature_loss(mixed, torch.nn.Identity(), target, ~first)) == pytest.approx(2, abs=1e-6)
+    none = feature_loss(tokens.requires_grad_(), torch.nn.Identity(), target, torch.zeros(3, dtype=torch.bool))
+    assert float(none) == 0 and none.requires_grad
 
 
 @pytest.mark.slow

@@ -21,6 +21,12 @@ step of the same signal level, converted); a lower-variance target. Measured (be
 docs/toy_world.md): a small, steady gain from scratch, none that shows in class fidelity from step 6600. Off by
 default.
 
+Feature distillation (`--feature-weight W`, with `--teacher`): REPA's alignment loss (Yu et al. 2024, who align a
+DiT's hidden states with a pretrained image encoder's) with the toy UNet as the encoder -- the image tokens after
+the middle block, pooled to the UNet's 8x8 mid-block grid and mapped by a small trainable head, should point where
+the UNet's mid-block features for the same x_s and caption point (1 - cosine similarity). The head lives in the
+checkpoint (`feature_head.safetensors`), never in the export. Measured in docs/toy_world.md. Off by default.
+
 Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
 optimizer state with the step and losses; a run started on the same `--out` goes on from there. With no checkpoint,
 `--init FILE_OR_FOLDER --init-step N` starts from given weights (e.g. the shipped `mfexp/assets/toy_mmdit` and the
@@ -89,6 +95,11 @@ class MMDiTTrainConfig:
     teacher: str = ""  # a toy UNet pipeline folder ("toy": the shipped mfexp/assets/toy_t2i): distil from it -- rows
     # with s < --teacher-max-s take the teacher's velocity for the caption as the flow target instead of noise - x0
     teacher_max_s: float = 0.8  # above it the teacher's converted estimate is worse than the plain target (measured)
+    feature_weight: float = 0.0  # > 0 (needs --teacher): feature distillation, REPA's loss on the teacher's features --
+    # the image tokens after block --feature-block, average-pooled to the teacher's mid-block grid and mapped by a
+    # small trainable head (checkpointed, never exported), should point where the toy UNet's mid-block features for
+    # the same x_s and caption point: + this x (1 - cosine similarity), on the rows the teacher teaches
+    feature_block: int = -1  # the block whose image tokens are aligned (-1: the middle one, layers // 2)
 
 
 def build_pipeline(cfg: MMDiTTrainConfig):
@@ -268,6 +279,8 @@ class UNetTeacher:
             self.embeds = sd.text_encoder(ids)[0].to(device)
         self.unet = sd.unet.to(device).eval().requires_grad_(False)
         self.alphas_cumprod = sd.scheduler.alphas_cumprod.to(device)
+        self.features: torch.Tensor | None = None  # the mid block's output of the last `velocity` call
+        self.unet.mid_block.register_forward_hook(lambda _m, _i, out: setattr(self, "features", out))
 
     @torch.no_grad()
     def velocity(self, xs: torch.Tensor, s: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
@@ -275,6 +288,17 @@ class UNetTeacher:
         xt = xs / torch.sqrt((1 - s) ** 2 + s**2)
         eps = self.unet(xt, t, encoder_hidden_states=self.embeds[row]).sample
         return velocity_from_eps(xs, s, eps)
+
+
+def feature_loss(tokens: torch.Tensor, head: torch.nn.Module, target: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """1 - the cosine similarity of `head`(image tokens (batch, h*w, width), average-pooled to the grid of `target`
+    (batch, channels, H, W)) and `target`, per position, averaged over the positions of the `rows` (bool) selected."""
+    side = int(tokens.shape[1] ** 0.5)
+    grid = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, side, side)
+    grid = F.adaptive_avg_pool2d(grid, target.shape[-2:])
+    mapped = head(grid.flatten(2).transpose(1, 2))  # (batch, H*W, channels)
+    cos = F.cosine_similarity(mapped, target.flatten(2).transpose(1, 2).to(mapped.dtype), dim=-1)
+    return (1 - cos)[rows].mean() if rows.any() else cos.sum() * 0
 
 
 def on_cpu(weights: dict) -> dict:
@@ -292,9 +316,12 @@ def checkpoint_siblings(ckpt: Path) -> tuple[Path, Path]:
     return ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
 
 
-def save_checkpoint(ckpt: Path, weights: dict, optimizer: dict, ema: dict | None, state: dict, meta: dict) -> None:
+def save_checkpoint(
+    ckpt: Path, weights: dict, optimizer: dict, ema: dict | None, state: dict, meta: dict, head: dict | None = None
+) -> None:
     """Write `ckpt/` as a whole or not at all: the files go to `<ckpt>.new/`, which then replaces `ckpt/` by two
-    renames (a kill between them leaves two complete folders, which `recover_checkpoint` sorts out)."""
+    renames (a kill between them leaves two complete folders, which `recover_checkpoint` sorts out). `head`: the
+    feature-distillation head's weights (`feature_head.safetensors`)."""
     import shutil
 
     from safetensors.torch import save_file
@@ -306,6 +333,8 @@ def save_checkpoint(ckpt: Path, weights: dict, optimizer: dict, ema: dict | None
     torch.save(optimizer, new / "optimizer.pt")
     if ema is not None:
         save_file(ema, str(new / "ema.safetensors"), metadata=meta)
+    if head is not None:
+        save_file(head, str(new / "feature_head.safetensors"))
     (new / "state.json").write_text(json.dumps(state))  # last: a folder with state.json is complete
     shutil.rmtree(old, ignore_errors=True)
     if ckpt.exists():
@@ -372,14 +401,28 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         captures = list(wrapped.values())
         model.set_attn_processor(wrapped)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    step, losses, attn_losses = 0, [], []
+    step, losses, attn_losses, feature_losses = 0, [], [], []
     recover_checkpoint(ckpt)
+    head, block = None, cfg.feature_block if cfg.feature_block >= 0 else cfg.layers // 2
+    if cfg.feature_weight > 0:
+        if teacher is None:
+            raise ValueError("--feature-weight needs --teacher (the features come from the toy UNet)")
+        width, channels = cfg.heads * cfg.head_dim, teacher.unet.mid_block.resnets[-1].out_channels
+        head = torch.nn.Sequential(
+            torch.nn.Linear(width, 4 * width), torch.nn.SiLU(), torch.nn.Linear(4 * width, channels)
+        ).to(device)
+        tokens: dict = {}
+        model.transformer_blocks[block].register_forward_hook(lambda _m, _i, out: tokens.update(x=out[1]))
+        if (ckpt / "feature_head.safetensors").is_file():  # its optimizer group is in the checkpoint: add it first
+            head.load_state_dict(load_file(str(ckpt / "feature_head.safetensors"), device=str(device)))
+            opt.add_param_group({"params": head.parameters()})
     meta = {"architecture": json.dumps(architecture(cfg))}  # in every weights file: `toy_mmdit.export` rebuilds it
     if (ckpt / "state.json").is_file():
         model.load_state_dict(load_file(str(ckpt / "transformer.safetensors")))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
         state = json.loads((ckpt / "state.json").read_text())
         step, losses, attn_losses = state["step"], state["losses"], state.get("attn_losses", [])
+        feature_losses = state.get("feature_losses", [])
         print(f"resumed at step {step}")
     elif cfg.init:
         model.load_state_dict(load_file(str(init_weights(Path(cfg.init)))))
@@ -393,6 +436,8 @@ def train(cfg: MMDiTTrainConfig) -> Path:
             if ema_file.is_file()
             else {k: v.detach().clone() for k, v in model.state_dict().items()}
         )
+    if head is not None and len(opt.param_groups) == 1:  # a new head (on a run that had none: from here on)
+        opt.add_param_group({"params": head.parameters(), "lr": cfg.lr})
     start = cfg.init_step if cfg.init else 0  # a fresh optimizer warms up again
     for group in opt.param_groups:  # the scheduler starts at `step` from --lr (a resume may change it)
         group["initial_lr"] = cfg.lr
@@ -426,6 +471,11 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         flow_loss = ((pred.detach().float() - (noise - x0)) ** 2).mean()  # logged against noise - x0, whatever the
         # weighting or the teacher
         loss = mask_weighted_mean(err, masks, cfg.mask_weight)
+        if head is not None:
+            assert teacher is not None and teacher.features is not None  # a head is made only beside a teacher
+            feature = feature_loss(tokens.pop("x"), head, teacher.features, taught.flatten())
+            loss = loss + cfg.feature_weight * feature
+            feature_losses.append(feature.item())
         if captures:
             maps.update({k: v.float() for k, v in maps.items()})
             attn_loss = grounding_loss(maps, masks, (row != len(embeds) - 1).float())
@@ -445,15 +495,17 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         if step % cfg.log_every == 0:
             recent = np.mean(losses[-cfg.log_every :])
             grounding = np.mean(attn_losses[-cfg.log_every :]) if captures else 0.0  # (a resume may drop it)
+            feat = f" feature_loss {np.mean(feature_losses[-cfg.log_every :]):.4f}" if head is not None else ""
             print(
-                f"step {step} loss {recent:.4f} attn_loss {grounding:.4f} ({(time.time() - t0) / 60:.1f} min)",
+                f"step {step} loss {recent:.4f} attn_loss {grounding:.4f}{feat} ({(time.time() - t0) / 60:.1f} min)",
                 flush=True,
             )
         timed_out = cfg.max_minutes > 0 and time.time() - t0 > 60 * cfg.max_minutes
         if step % cfg.ckpt_every == 0 or step == cfg.steps or timed_out:
-            state = {"step": step, "losses": losses, "attn_losses": attn_losses}
+            state = {"step": step, "losses": losses, "attn_losses": attn_losses, "feature_losses": feature_losses}
             ema_cpu = None if ema is None else on_cpu(ema)
-            save_checkpoint(ckpt, on_cpu(model.state_dict()), opt.state_dict(), ema_cpu, state, meta)
+            head_cpu = None if head is None else on_cpu(head.state_dict())
+            save_checkpoint(ckpt, on_cpu(model.state_dict()), opt.state_dict(), ema_cpu, state, meta, head_cpu)
         if cfg.keep_every and step % cfg.keep_every == 0:
             (out / "snapshots").mkdir(parents=True, exist_ok=True)
             with atomic_path(out / "snapshots" / f"transformer_{step}.safetensors") as tmp:
