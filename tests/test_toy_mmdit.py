@@ -183,6 +183,28 @@ def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tm
     assert pipe.tokenizer_max_length == 24 and load_toy_mmdit().tokenizer_max_length == 77  # the shipped: none recorded
 
 
+def test_a_patch_1_model_takes_the_larger_crops_of_n4_mosaics(tmp_path):
+    """At N=4 a region crop is 72 px (18 latent pixels): a patch-1 model's positional grid (32 tokens) holds it, as
+    a patch-2 model's (16 tokens of 2) does; a file written before the grid was recorded still exports with 16."""
+    from safetensors.torch import save_file
+
+    from mfexp.toyworld.toy_mmdit import export, load_toy_mmdit
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, architecture, build_pipeline
+
+    for patch, grid in ((1, 32), (2, 16)):
+        cfg = MMDiTTrainConfig(layers=1, patch_size=patch)
+        model = build_pipeline(cfg).transformer
+        assert model.config.pos_embed_max_size == grid and architecture(cfg)["pos_grid"] == grid
+        with torch.no_grad():
+            out = model(torch.randn(1, 4, 18, 18), torch.randn(1, 32, 128), torch.randn(1, 128), torch.tensor([500.0]))
+        assert out.sample.shape == (1, 4, 18, 18)
+    old = build_pipeline(MMDiTTrainConfig(layers=1, patch_size=1, pos_grid=16)).transformer
+    shape = {k: v for k, v in architecture(MMDiTTrainConfig(layers=1, patch_size=1)).items() if k != "pos_grid"}
+    save_file(old.state_dict(), str(tmp_path / "old.safetensors"), metadata={"architecture": json.dumps(shape)})
+    pipe = load_toy_mmdit(export(tmp_path / "old.safetensors", tmp_path / "exported"))
+    assert pipe.transformer.config.pos_embed_max_size == 16
+
+
 def test_a_shorter_clip_length_drops_only_padding():
     """`--clip-length`: the toy captions' CLIP states and pooled output are the same padded to 24 tokens as to
     SD3's 77 (CLIP's causal mask), so a shorter length changes what the transformer sees only by the padding."""

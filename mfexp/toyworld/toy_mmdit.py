@@ -105,6 +105,7 @@ def export(weights: str | Path, dest: str | Path, seed: int = 0) -> Path:
 
     with safe_open(str(weights), "pt") as f:
         recorded = json.loads((f.metadata() or {}).get("architecture", "{}"))
+    recorded.setdefault("pos_grid", 16)  # files written before it was recorded: the trainer used 16 then
     pipe = build_pipeline(MMDiTTrainConfig(seed=seed, **recorded))
     pipe.transformer.load_state_dict(load_file(str(weights)))
     pipe.transformer.eval()

@@ -73,6 +73,8 @@ class MMDiTTrainConfig:
     heads: int = 4
     head_dim: int = 32
     patch_size: int = 2  # latent pixels per token side: 2 -> 8x8 image tokens, 1 -> 16x16
+    pos_grid: int = 0  # SD3's pos_embed_max_size, tokens a side: 0 = 32 // patch_size, twice the 64 px training
+    # grid, so the larger overlapping region crops of N > 1 mosaics (72 px at N=4) fit (trained on its central part)
     clip_length: int = 77  # the CLIP tokens each caption is padded to (SD3 pads to the tokenizer's 77); the toy's
     # captions are at most 18 tokens and CLIP's causal mask makes the first tokens' states independent of the
     # padding after them, so a shorter length drops only padding: 24 makes a patch-2 step about 2x faster
@@ -123,7 +125,7 @@ def build_pipeline(cfg: MMDiTTrainConfig):
         joint_attention_dim=2 * width,  # both CLIPs side by side (the T5 width when there is a T5)
         caption_projection_dim=cfg.heads * cfg.head_dim,
         pooled_projection_dim=2 * text.config.projection_dim,
-        pos_embed_max_size=16,
+        pos_embed_max_size=cfg.pos_grid or 32 // cfg.patch_size,
         qk_norm="rms_norm",
     )
     return assemble(transformer, parts)
@@ -308,7 +310,8 @@ def on_cpu(weights: dict) -> dict:
 
 def architecture(cfg: MMDiTTrainConfig) -> dict:
     """The settings that shape the transformer (what `build_pipeline` reads besides the seed)."""
-    return {k: getattr(cfg, k) for k in ("layers", "heads", "head_dim", "patch_size", "clip_length")}
+    shape = {k: getattr(cfg, k) for k in ("layers", "heads", "head_dim", "patch_size", "clip_length")}
+    return {**shape, "pos_grid": cfg.pos_grid or 32 // cfg.patch_size}
 
 
 def checkpoint_siblings(ckpt: Path) -> tuple[Path, Path]:
