@@ -104,6 +104,11 @@ class MMDiTTrainConfig:
     feature_block: int = -1  # the block whose image tokens are aligned (-1: the middle one, layers // 2)
 
 
+def pos_grid(cfg: MMDiTTrainConfig) -> int:
+    """SD3's `pos_embed_max_size` for `cfg`: `--pos-grid`, or by default twice the 64 px training grid."""
+    return cfg.pos_grid or 32 // cfg.patch_size
+
+
 def build_pipeline(cfg: MMDiTTrainConfig):
     """The toy SD3 pipeline: the toy model's frozen VAE / tokenizer / CLIP (projection drawn from `cfg.seed`), a fresh
     transformer (mfexp/toyworld/toy_mmdit.py assembles it)."""
@@ -125,7 +130,7 @@ def build_pipeline(cfg: MMDiTTrainConfig):
         joint_attention_dim=2 * width,  # both CLIPs side by side (the T5 width when there is a T5)
         caption_projection_dim=cfg.heads * cfg.head_dim,
         pooled_projection_dim=2 * text.config.projection_dim,
-        pos_embed_max_size=cfg.pos_grid or 32 // cfg.patch_size,
+        pos_embed_max_size=pos_grid(cfg),
         qk_norm="rms_norm",
     )
     return assemble(transformer, parts)
@@ -311,7 +316,7 @@ def on_cpu(weights: dict) -> dict:
 def architecture(cfg: MMDiTTrainConfig) -> dict:
     """The settings that shape the transformer (what `build_pipeline` reads besides the seed)."""
     shape = {k: getattr(cfg, k) for k in ("layers", "heads", "head_dim", "patch_size", "clip_length")}
-    return {**shape, "pos_grid": cfg.pos_grid or 32 // cfg.patch_size}
+    return {**shape, "pos_grid": pos_grid(cfg)}
 
 
 def checkpoint_siblings(ckpt: Path) -> tuple[Path, Path]:
@@ -406,7 +411,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     step, losses, attn_losses, feature_losses = 0, [], [], []
     recover_checkpoint(ckpt)
-    head, block = None, cfg.feature_block if cfg.feature_block >= 0 else cfg.layers // 2
+    head = None
     if cfg.feature_weight > 0:
         if teacher is None:
             raise ValueError("--feature-weight needs --teacher (the features come from the toy UNet)")
@@ -415,6 +420,7 @@ def train(cfg: MMDiTTrainConfig) -> Path:
             torch.nn.Linear(width, 4 * width), torch.nn.SiLU(), torch.nn.Linear(4 * width, channels)
         ).to(device)
         tokens: dict = {}
+        block = cfg.feature_block if cfg.feature_block >= 0 else cfg.layers // 2
         model.transformer_blocks[block].register_forward_hook(lambda _m, _i, out: tokens.update(x=out[1]))
         if (ckpt / "feature_head.safetensors").is_file():  # its optimizer group is in the checkpoint: add it first
             head.load_state_dict(load_file(str(ckpt / "feature_head.safetensors"), device=str(device)))
