@@ -205,6 +205,42 @@ def test_a_patch_1_model_takes_the_larger_crops_of_n4_mosaics(tmp_path):
     assert pipe.transformer.config.pos_embed_max_size == 16
 
 
+def test_widening_the_positional_grid_keeps_what_the_model_was_trained_on(tmp_path):
+    """`export --pos-grid`: a 16-token model widened to 32 predicts exactly what it did on the 16-token crops it saw
+    (the table's centre is the old table; widening to the same size reproduces diffusers' own table), and now takes
+    an N = 4 mosaic's 18-token crops; the exported folder loads with the wider grid. Bad sizes are refused."""
+    from diffusers.models.embeddings import get_2d_sincos_pos_embed
+    from safetensors.torch import save_file
+
+    from mfexp.toyworld.toy_mmdit import export, load_toy_mmdit, widened_sincos
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, architecture, build_pipeline
+
+    own = get_2d_sincos_pos_embed(64, 16, base_size=16, interpolation_scale=1.0, output_type="pt")
+    torch.testing.assert_close(widened_sincos(64, 16, 16, 16, 1.0), own)
+    wide = widened_sincos(64, 16, 32, 16, 1.0).reshape(32, 32, 64)
+    torch.testing.assert_close(wide[8:24, 8:24].reshape(-1, 64), own)
+    assert not torch.allclose(wide[7, 8:24], wide[8, 8:24])  # new positions are new embeddings
+    with pytest.raises(ValueError, match="even step"):
+        widened_sincos(64, 16, 31, 16, 1.0)
+    with pytest.raises(ValueError, match="even step"):
+        widened_sincos(64, 16, 8, 16, 1.0)
+
+    cfg = MMDiTTrainConfig(layers=1, patch_size=1, pos_grid=16)
+    old = build_pipeline(cfg).transformer.eval()
+    save_file(
+        old.state_dict(), str(tmp_path / "old.safetensors"), metadata={"architecture": json.dumps(architecture(cfg))}
+    )
+    widened = load_toy_mmdit(export(tmp_path / "old.safetensors", tmp_path / "exported", pos_grid=32)).transformer
+    assert widened.config.pos_embed_max_size == 32
+    args = (torch.randn(2, 32, 128), torch.randn(2, 128), torch.tensor([500.0, 20.0]))
+    x = torch.randn(2, 4, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(widened(x, *args).sample, old(x, *args).sample)
+        with pytest.raises(ValueError, match="pos_embed_max_size"):
+            old(torch.randn(2, 4, 18, 18), *args)
+        assert widened(torch.randn(2, 4, 18, 18), *args).sample.shape == (2, 4, 18, 18)
+
+
 def test_a_shorter_clip_length_drops_only_padding():
     """`--clip-length`: the toy captions' CLIP states and pooled output are the same padded to 24 tokens as to
     SD3's 77 (CLIP's causal mask), so a shorter length changes what the transformer sees only by the padding."""
@@ -342,6 +378,9 @@ def test_the_toy_unet_teacher_beats_the_plain_flow_target(tmp_path):
     assert state["step"] == 3 and len(state["feature_losses"]) == 2
     assert all(0 <= v <= 2 for v in state["feature_losses"])
     assert (tmp_path / "checkpoint" / "feature_head.safetensors").is_file()
+    train(MMDiTTrainConfig(teacher="toy", **{**common, "steps": 4}))  # and without it again: the head is let go
+    assert json.loads((tmp_path / "checkpoint" / "state.json").read_text())["step"] == 4
+    assert not (tmp_path / "checkpoint" / "feature_head.safetensors").exists()
     with pytest.raises(ValueError, match="--teacher"):
         train(MMDiTTrainConfig(feature_weight=0.5, **{**common, "out": str(tmp_path / "no_teacher")}))
 

@@ -12,7 +12,9 @@ Shipped folder layout: `transformer/` (diffusers `SD3Transformer2DModel`, safete
     python -m mfexp.toyworld.toy_mmdit RUN_DIR/snapshots/transformer_1000.safetensors DEST
 
 exports a training checkpoint to DEST in the shipped layout; `generator.model.path=DEST` (family sd3) and
-`benchmarks/toy_quality.py --model toy_mmdit --model-path DEST` load it.
+`benchmarks/toy_quality.py --model toy_mmdit --model-path DEST` load it. `--pos-grid G` widens the positional grid of
+a model trained with a smaller one (a patch-1 run from before the 32-token default: 16 tokens, which an N = 4 mosaic's
+72 px region crops overflow) without moving any position it was trained on (`widen_pos_grid`).
 """
 
 from __future__ import annotations
@@ -92,10 +94,37 @@ def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.
     return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
-def export(weights: str | Path, dest: str | Path, seed: int = 0) -> Path:
+def widened_sincos(embed_dim: int, old: int, new: int, base_size: int, interpolation_scale: float) -> torch.Tensor:
+    """SD3's 2-D sin-cos table (`PatchEmbed`, `pos_embed_max_size=old`) extended outward to `new` tokens a side at
+    the same spacing: its centred `old` x `old` block is the old table, so every centred crop keeps its embeddings."""
+    from diffusers.models.embeddings import get_2d_sincos_pos_embed_from_grid
+
+    if new < old or (new - old) % 2:
+        raise ValueError(f"a positional grid of {old} widens only to a larger one by an even step, not to {new}")
+    pos = (torch.arange(new, dtype=torch.float32) - (new - old) // 2) * (base_size / old) / interpolation_scale
+    grid = torch.stack(torch.meshgrid(pos, pos, indexing="xy"), dim=0).reshape(2, 1, new, new)
+    return get_2d_sincos_pos_embed_from_grid(embed_dim, grid, output_type="pt")
+
+
+def widen_pos_grid(transformer, grid: int) -> None:
+    """Give a trained `SD3Transformer2DModel` a `grid`-token positional grid (in place, config included): the crops
+    it was trained on see the same embeddings; larger ones reach positions just past its old edge, where the sin-cos
+    table goes on smoothly."""
+    embed = transformer.pos_embed
+    old = embed.pos_embed_max_size
+    if grid == old:
+        return
+    table = widened_sincos(embed.pos_embed.shape[-1], old, grid, embed.base_size, embed.interpolation_scale)
+    embed.pos_embed = table.unsqueeze(0).to(embed.pos_embed)
+    embed.pos_embed_max_size = grid
+    transformer.register_to_config(pos_embed_max_size=grid)
+
+
+def export(weights: str | Path, dest: str | Path, seed: int = 0, pos_grid: int | None = None) -> Path:
     """Write a trainer checkpoint's transformer (`weights`, safetensors) and the text projection drawn from `seed`
     to `dest` in the shipped layout. The architecture is the one the trainer recorded in the file's metadata (files
-    written before it did so: the trainer's defaults, `MMDiTTrainConfig`)."""
+    written before it did so: the trainer's defaults, `MMDiTTrainConfig`); `pos_grid` widens its positional grid
+    (`widen_pos_grid`)."""
     import json
 
     from safetensors import safe_open
@@ -109,6 +138,8 @@ def export(weights: str | Path, dest: str | Path, seed: int = 0) -> Path:
     pipe = build_pipeline(MMDiTTrainConfig(seed=seed, **recorded))
     pipe.transformer.load_state_dict(load_file(str(weights)))
     pipe.transformer.eval()
+    if pos_grid is not None:
+        widen_pos_grid(pipe.transformer, pos_grid)
     dest = Path(dest)
     pipe.transformer.save_pretrained(str(dest / "transformer"), safe_serialization=True)
     projection = {k: v.contiguous() for k, v in pipe.text_encoder.text_projection.state_dict().items()}
@@ -122,8 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Export a toy MM-DiT checkpoint (see module docstring).")
     p.add_argument("weights", type=Path)
     p.add_argument("dest", type=Path)
+    p.add_argument("--pos-grid", type=int, help="widen the positional grid to this many tokens a side")
     args = p.parse_args(argv)
-    print(export(args.weights, args.dest))
+    print(export(args.weights, args.dest, pos_grid=args.pos_grid))
 
 
 if __name__ == "__main__":

@@ -428,7 +428,11 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     meta = {"architecture": json.dumps(architecture(cfg))}  # in every weights file: `toy_mmdit.export` rebuilds it
     if (ckpt / "state.json").is_file():
         model.load_state_dict(load_file(str(ckpt / "transformer.safetensors")))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device))
+        saved = torch.load(ckpt / "optimizer.pt", weights_only=True, map_location=device)
+        kept = len(opt.param_groups)  # a feature head the run no longer trains (--feature-weight 0): drop its group
+        dropped = {i for group in saved["param_groups"][kept:] for i in group["params"]}
+        moments = {k: v for k, v in saved["state"].items() if k not in dropped}
+        opt.load_state_dict({"state": moments, "param_groups": saved["param_groups"][:kept]})
         state = json.loads((ckpt / "state.json").read_text())
         step, losses, attn_losses = state["step"], state["losses"], state.get("attn_losses", [])
         feature_losses = state.get("feature_losses", [])
