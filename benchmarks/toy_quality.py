@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mfexp.compose import compose  # noqa: E402
+from mfexp.fileio import atomic_write_json  # noqa: E402
 from mfexp.toyworld.world import (  # noqa: E402
     build_categories,
     classify_colour,
@@ -474,6 +475,11 @@ def main():
         "overrides": args.overrides,
     }
     report["classifier_on_vae_canvas_roundtrip"] = vae_canvas_roundtrip(net, pipe.vae, cats, 24, args.seed + 2)
+
+    def save(complete: bool) -> None:  # after each part, so a long run stopped half-way keeps what it measured
+        if args.out:
+            atomic_write_json(args.out, {**report, "complete": complete})
+
     print(
         f"classifier on real crops {real_acc:.4f}, on VAE round trips {report['classifier_accuracy_on_vae_roundtrip']}"
         f", on 2x2 canvases of real renders {report['classifier_on_vae_canvas_roundtrip']}",
@@ -498,6 +504,7 @@ def main():
         )
         report["fidelity"][str(g)] = single_object_fidelity(net, cats, runs[g][0])
         print(f"guidance {g}: {json.dumps(report['fidelity'][str(g)])}", file=sys.stderr, flush=True)
+        save(False)
     singles, sec1 = runs[guidances[0]]
     report.update(
         {k: report["fidelity"][str(guidances[0])][k] for k in ("class_fidelity", "colour_correct", "shape_correct")}
@@ -552,6 +559,7 @@ def main():
             file=sys.stderr,
             flush=True,
         )
+        save(False)
     if args.misclassified:
         print(
             f"{misclassified_grid([r for r in all_regions if r['n'] > 1], args.misclassified)} misclassified "
@@ -563,8 +571,7 @@ def main():
         for k, v in report.items()
     }
     print(json.dumps(printed, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2))
+    save(True)
 
 
 if __name__ == "__main__":
