@@ -75,8 +75,8 @@ GeneratorConfig = schema(
     num_objects=Any,  # objects per image N: a count, or a list of counts (each image picks one by its seed)
     grid=list[int] | None, region_size=list[int], overlap=list[int], jitter=list[float], jitter_levels=int | None,
     categories=str | None, prompt=str, negative_prompt=str, num_inference_steps=int, guidance_scale=float,
-    scheduler=str, blend_sigma=float, batch_size=int, compile=bool, decode=str, dtype=str,
-    attention=AttentionConfig, mask=MaskConfig,
+    guidance_window=list[float] | None, scheduler=str, blend_sigma=float, batch_size=int, compile=bool, decode=str,
+    dtype=str, attention=AttentionConfig, mask=MaskConfig,
 )
 
 # ---------------------------------------------------------------------------------------------------- augmenters
@@ -202,13 +202,14 @@ def validate_generator(g) -> None:
     from mfexp.mosaicfusion.layout import check_grid, check_jitter, check_sizes
     from mfexp.mosaicfusion.masks import check_area_bounds, check_area_reference, check_refine, check_threshold
     from mfexp.mosaicfusion.models import DTYPE_CHOICES, SCHEDULERS
-    from mfexp.mosaicfusion.pipeline import DECODE_MODES
+    from mfexp.mosaicfusion.pipeline import DECODE_MODES, check_guidance_window
     from mfexp.synthetic import check_num_objects
 
     check_sizes(g.region_size, g.overlap, 1)  # again with the VAE's stride when the model is loaded
     check_jitter(g.jitter, g.jitter_levels)
     _owned("generator.num_objects", g.num_objects, check_num_objects)
     _owned("generator.grid", g.grid, lambda grid: check_grid(grid, check_num_objects(g.num_objects)))
+    _owned("generator.guidance_window", g.guidance_window, check_guidance_window)
     _owned("generator.mask.threshold", g.mask.threshold, check_threshold)
     _owned("generator.mask.refine", g.mask.refine, check_refine)
     _owned("generator.mask.area_reference", g.mask.area_reference, check_area_reference)

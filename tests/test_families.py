@@ -87,7 +87,7 @@ def run(family, store, token_index, n=2, uncond_rows=True):
     family.set_timesteps(sched, 4, HW)
     crops = torch.cat([family.initial_noise(HW, seed) for seed in range(n)])
     store.call = CaptureCall([("m", r) for r in range(n)], token_index, HW, 0)
-    out = family.predict(crops, sched.timesteps[1], cond, uncond, [None] * n)
+    out = family.predict(crops, sched.timesteps[1], cond, uncond, [None] * n, 5.0)
     store.call = None
     return out
 
@@ -292,3 +292,12 @@ def test_tiny_family_generates_a_valid_lvis_set(model, tmp_path, categories_file
     assert summary["planned"] == 8 and summary["kept"] + summary["skipped"] == 8
     assert len(lvis.get_img_ids()) == summary["kept"] and len(lvis.get_ann_ids()) == 2 * summary["kept"]
     assert summary["kept"] > 0, summary
+
+
+def test_flux_refuses_a_guidance_window():
+    """FLUX guides through its guidance embedding (or true_cfg_scale): a window over classifier-free guidance's
+    generator.guidance_scale would silently do something else there, so it is an error naming the key."""
+    cfg = gcfg("flux", [4], object_token="t5")
+    cfg.guidance_window = [0.3, 0.8, 8.0]
+    with pytest.raises(ValueError, match="generator.guidance_window"):
+        FluxFamily(tiny_flux(seed=0), cfg)

@@ -361,6 +361,62 @@ def test_sd1_mosaics_are_pinned(tiny_pipe, categories_file):
         assert areas in res.reason
 
 
+@pytest.mark.parametrize("model", ["tiny_random", "tiny_sd3"])
+def test_guidance_window_sets_each_steps_scale(model, categories_file):
+    """generator.guidance_window=[low, high, g]: the steps whose noise level t / T lies in [low, high] guide with g,
+    the others with guidance_scale (SD 1.x's DDPM timesteps and SD3's flow times alike); a window over every step
+    makes the same mosaic as guidance_scale=g, and a window over some steps a different one. On SD3 a scale of 1
+    outside the window runs the transformer on the conditional rows only there."""
+    cats = load_categories(categories_file)
+    pipe = None
+
+    def generator(*extra):
+        nonlocal pipe
+        cfg = compose([f"generator/model={model}", "generator.num_objects=2", "generator.mask.min_area=0.02", *extra])
+        pipe = pipe or load_pipeline(cfg.generator.model, cfg.generator.dtype)
+        gen = MosaicFusionGenerator(pipe, cfg.generator, cfg.synthetic)
+        real, seen = gen.family.predict, []
+
+        def recording(crops, t, cond, uncond, boxes, scale):
+            rows = {}
+
+            def count(mod, args, kwargs):
+                rows.setdefault("n", (args[0] if args else kwargs["hidden_states"]).shape[0])
+
+            hook = gen.family.model.register_forward_pre_hook(count, with_kwargs=True)
+            try:
+                out = real(crops, t, cond, uncond, boxes, scale)
+            finally:
+                hook.remove()
+            seen.append((float(t) / pipe.scheduler.config.num_train_timesteps, scale, rows["n"] / crops.shape[0]))
+            return out
+
+        gen.family.predict = recording
+        (res,) = gen([gen.plan(0, cats, cats, 0)])
+        return res.image, seen
+
+    steps = 4
+    windowed, seen = generator(
+        "generator.guidance_scale=3", f"generator.num_inference_steps={steps}", "generator.guidance_window=[0.3,0.8,8]"
+    )
+    inside = {scale for level, scale, _ in seen if 0.3 <= level <= 0.8}
+    outside = {scale for level, scale, _ in seen if not 0.3 <= level <= 0.8}
+    assert inside == {8.0} and outside == {3.0}, seen
+    everywhere, _ = generator(
+        "generator.guidance_scale=3", f"generator.num_inference_steps={steps}", "generator.guidance_window=[0,1,8]"
+    )
+    plain, _ = generator("generator.guidance_scale=8", f"generator.num_inference_steps={steps}")
+    assert np.array_equal(everywhere, plain)
+    assert not np.array_equal(windowed, plain)
+    if model == "tiny_sd3":
+        _, seen = generator(
+            "generator.guidance_scale=1",
+            f"generator.num_inference_steps={steps}",
+            "generator.guidance_window=[0.3,0.8,8]",
+        )
+        assert {(scale, rows) for _, scale, rows in seen} == {(8.0, 2.0), (1.0, 1.0)}, seen
+
+
 def test_skip_reasons_are_counted_by_kind():
     """The stage's log groups skips by kind: the per-mosaic numbers (areas, names) are dropped."""
     from mfexp.augmenters.mosaicfusion import reason_kind

@@ -75,6 +75,27 @@ def scale_model_input(scheduler, latents: torch.Tensor, t) -> torch.Tensor:
     return latents if scale is None else scale(latents, t)
 
 
+def check_guidance_window(window) -> None:
+    """`generator.guidance_window`: null, or [low, high, scale] with 0 <= low < high <= 1 and scale >= 0."""
+    if window is None:
+        return
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window)
+    if not (numbers and len(window) == 3 and 0 <= window[0] < window[1] <= 1 and window[2] >= 0):
+        raise ValueError("must be null or [low, high, scale] with 0 <= low < high <= 1 and scale >= 0")
+
+
+def guidance_at(scale: float, window, t, num_train_timesteps: int) -> float:
+    """The classifier-free guidance scale of the step at timestep `t`: `window`'s scale where the noise level
+    t / num_train_timesteps lies in [low, high] (the flow time s for flow-matching schedulers, t / 1000 for SD's
+    DDPM ones), `scale` elsewhere and when `window` is None. Guidance only in a middle interval of noise levels:
+    Kynkaanniemi et al. 2024."""
+    if window is None:
+        return float(scale)
+    low, high, inside = (float(v) for v in window)
+    level = float(t) / float(num_train_timesteps)
+    return inside if low <= level <= high else float(scale)
+
+
 DECODE_MODES = ("canvas", "regions")
 DECODE_PIXELS = 2**21  # image pixels per VAE decode call (a batch of canvases or regions is split to stay below)
 
@@ -98,6 +119,10 @@ class MosaicFusionGenerator:
         if not (0 <= int(start) < (steps if end is None else min(int(end), steps + 1))):
             raise ValueError(f"generator.attention.steps={[start, end]} selects no step of {steps}")
         self.window = (int(start), None if end is None else int(end))
+        try:
+            check_guidance_window(gcfg.get("guidance_window"))
+        except ValueError as e:
+            raise ValueError(f"generator.guidance_window={gcfg.get('guidance_window')} {e}") from None
         self.decode_mode = str(gcfg.decode)
         if self.decode_mode not in DECODE_MODES:
             raise ValueError(f"generator.decode must be one of {', '.join(DECODE_MODES)}, got {self.decode_mode!r}")
@@ -178,8 +203,11 @@ class MosaicFusionGenerator:
             hw: torch.from_numpy(gaussian_weights(*hw, float(self.cfg.blend_sigma))).to(fam.device, fam.dtype)
             for hw in buckets
         }
-        timesteps = next(iter(schedulers.values())).timesteps
+        first_scheduler = next(iter(schedulers.values()))
+        timesteps, num_train = first_scheduler.timesteps, int(first_scheduler.config.num_train_timesteps)
+        window = self.cfg.get("guidance_window")
         for step, t in enumerate(timesteps):
+            scale = guidance_at(self.cfg.guidance_scale, window, t, num_train)
             model_in = {hw: scale_model_input(schedulers[hw], lat, t) for hw, lat in latents.items()}
             eps = {hw: torch.zeros_like(lat) for hw, lat in latents.items()}
             wsum = {hw: torch.zeros_like(lat[:, :1]) for hw, lat in latents.items()}
@@ -198,7 +226,7 @@ class MosaicFusionGenerator:
                     shape,
                     step,
                 )
-                e = fam.predict(crops, t, {k: v[rows] for k, v in cond.items()}, uncond, boxes)
+                e = fam.predict(crops, t, {k: v[rows] for k, v in cond.items()}, uncond, boxes, scale)
                 w = weights[shape]
                 for k, ((m, _), q) in enumerate(zip(members, boxes)):
                     hw, j = where[m]

@@ -54,9 +54,10 @@ class Family:
     def set_timesteps(self, scheduler, steps: int, latent_hw: tuple[int, int]) -> None:
         raise NotImplementedError
 
-    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
+    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list, scale: float) -> torch.Tensor:
         """The guided prediction (B, C, h, w) for a batch of same-shaped latent crops; `cond` holds B rows, `uncond`
-        one row; `boxes` are the crops' latent Regions (for the families that condition on position)."""
+        one row; `boxes` are the crops' latent Regions (for the families that condition on position); `scale` is
+        this step's guidance scale (generator.guidance_scale, or generator.guidance_window's inside its window)."""
         raise NotImplementedError
 
     def capture(self, store) -> contextlib.AbstractContextManager:

@@ -45,6 +45,11 @@ class FluxFamily(MMDiTFamily):
         self.tokenizer = pipe.tokenizer_2
         self.text_length = self.max_sequence_length
         self.true_cfg_scale = float(gcfg.model.true_cfg_scale)
+        if gcfg.get("guidance_window") is not None:
+            raise ValueError(
+                "generator.guidance_window windows classifier-free guidance (generator.guidance_scale); the flux "
+                "family guides through its guidance embedding or true_cfg_scale instead: set it to null"
+            )
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
@@ -64,8 +69,9 @@ class FluxFamily(MMDiTFamily):
         scheduler.set_timesteps(sigmas=sigmas, device=self.device, mu=mu)
 
     @torch.no_grad()
-    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
-        """One transformer call: cond rows only, or [uncond x B, cond x B] with true_cfg_scale > 1."""
+    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list, scale: float) -> torch.Tensor:
+        """One transformer call: cond rows only, or [uncond x B, cond x B] with true_cfg_scale > 1; `scale`
+        (generator.guidance_scale) goes to the guidance embedding of the guidance-distilled models."""
         b, _, h, w = crops.shape
         guided = self.true_cfg_scale > 1
         x = pack(crops)
@@ -79,7 +85,7 @@ class FluxFamily(MMDiTFamily):
         timestep = torch.as_tensor(t, device=x.device).to(dtype).expand(rows) / 1000
         guidance = None
         if self.model.config.guidance_embeds:
-            guidance = torch.full((rows,), float(self.cfg.guidance_scale), device=x.device, dtype=torch.float32)
+            guidance = torch.full((rows,), float(scale), device=x.device, dtype=torch.float32)
         txt_ids = torch.zeros(text["encoder_hidden_states"].shape[1], 3, device=x.device, dtype=dtype)
         out = self.model(
             hidden_states=x,

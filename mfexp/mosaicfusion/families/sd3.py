@@ -48,10 +48,10 @@ class SD3Family(MMDiTFamily):
         return {"encoder_hidden_states": embeds.to(dtype), "pooled_projections": pooled.to(dtype)}
 
     @torch.no_grad()
-    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
-        """One transformer call on [uncond x B, cond x B] (cond only when guidance_scale <= 1)."""
+    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list, scale: float) -> torch.Tensor:
+        """One transformer call on [uncond x B, cond x B] (cond only when `scale` <= 1)."""
         b = crops.shape[0]
-        g = float(self.cfg.guidance_scale)
+        g = float(scale)
         guided = g > 1
         if guided:
             x = torch.cat([crops, crops])

@@ -54,8 +54,8 @@ class SDXLFamily(Family):
         scheduler.set_timesteps(int(steps), device=self.device)
 
     @torch.no_grad()
-    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
-        """One UNet call on [uncond x B, cond x B], classifier-free guidance with generator.guidance_scale."""
+    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list, scale: float) -> torch.Tensor:
+        """One UNet call on [uncond x B, cond x B], classifier-free guidance with `scale`."""
         b, _, h, w = crops.shape
         text = {k: torch.cat([uncond[k].expand(b, *uncond[k].shape[1:]), cond[k]]) for k in cond}
         added = {"text_embeds": text["text_embeds"], "time_ids": self.time_ids(h, w, 2 * b)}
@@ -63,7 +63,7 @@ class SDXLFamily(Family):
             torch.cat([crops, crops]), t, encoder_hidden_states=text["encoder_hidden_states"], added_cond_kwargs=added
         ).sample
         u, c = out.chunk(2)
-        return u + float(self.cfg.guidance_scale) * (c - u)
+        return u + float(scale) * (c - u)
 
     def capture(self, store):
         return capture_cross_attention(self.model, store, self.layers)

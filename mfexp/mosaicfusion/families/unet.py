@@ -20,7 +20,6 @@ class UNetFamily(Family):
         self.pipe, self.tokenizer = pipe, pipe.tokenizer
         self.stride = self.align = int(pipe.vae_scale_factor)
         self.model = pipe.unet
-        self.guidance = float(gcfg.guidance_scale)
         att = gcfg.attention
         layers = selected_layers(pipe.unet, self.stride, list(att.resolutions), list(att.blocks))
         self.processors = {name: CrossAttentionCapture(None, name, res) for name, res in layers.items()}
@@ -48,12 +47,12 @@ class UNetFamily(Family):
     def set_timesteps(self, scheduler, steps: int, latent_hw: tuple[int, int]) -> None:
         scheduler.set_timesteps(steps, device=self.device)
 
-    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list) -> torch.Tensor:
+    def predict(self, crops: torch.Tensor, t, cond: dict, uncond: dict, boxes: list, scale: float) -> torch.Tensor:
         n = crops.shape[0]
         enc = torch.cat([uncond["encoder_hidden_states"].expand(n, -1, -1), cond["encoder_hidden_states"]])
         out = self.denoiser(torch.cat([crops, crops]), t, encoder_hidden_states=enc).sample
         e_u, e_c = out.chunk(2)
-        return e_u + self.guidance * (e_c - e_u)
+        return e_u + float(scale) * (e_c - e_u)
 
     @contextlib.contextmanager
     def capture(self, store):
