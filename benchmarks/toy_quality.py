@@ -443,6 +443,10 @@ def main():
     p.add_argument("--classifier", type=Path, help="classifier state file: loaded if it exists, else written")
     p.add_argument("--misclassified", type=Path, help="PNG grid of the wrongly named mosaic regions of (d)")
     args = p.parse_args()
+    if any(
+        o.lstrip("+~").startswith(("generator.num_objects=", "generator.num_inference_steps=")) for o in args.overrides
+    ):
+        p.error("--n sets generator.num_objects and --steps generator.num_inference_steps: leave them out of --set")
     import os
 
     if "OMP_NUM_THREADS" not in os.environ:

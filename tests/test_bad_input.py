@@ -302,3 +302,11 @@ def test_report_baseline_names_the_unknown_key(tmp_path, capsys):
     assert main([str(tmp_path / "sweep"), "--baseline", "nokey=1"]) == 2
     err = capsys.readouterr().err
     assert "--baseline names nokey, not a swept key" in err and "seed" not in err
+
+
+def test_toy_quality_refuses_overrides_its_own_flags_set():
+    """benchmarks/toy_quality.py: --n sets each part's objects per image and --steps the steps, so `--set
+    generator.num_objects=4` (which would turn its single objects into 4-object mosaics) is a usage error."""
+    cmd = [sys.executable, str(ROOT / "benchmarks/toy_quality.py"), "--set", "generator.num_objects=4"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "leave them out of --set" in out.stderr, out.stderr
