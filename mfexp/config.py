@@ -322,10 +322,15 @@ def validate(cfg) -> None:
         validate_cut_paste(cfg.augmenter)
 
 
+# keys added after run folders were made with configs that lack them: hashed only when not null, so a folder made
+# before a key existed still resumes (and its finished stages are still skipped) while the key keeps its default
+HASHED_WHEN_SET = ("generator.guidance_window",)
+
+
 def config_hash(cfg, keys, salt=None, drop=()) -> str:
     """Short hash of the resolved config under ``keys`` (missing keys count as null), less the dotted keys of
-    ``drop`` (``augmenter.uses``), and of ``salt`` unless None. Keys are hashed by name: ``generator`` and
-    ``generator.num_objects`` hash differently."""
+    ``drop`` (``augmenter.uses``) and those of HASHED_WHEN_SET that are null, and of ``salt`` unless None. Keys are
+    hashed by name: ``generator`` and ``generator.num_objects`` hash differently."""
     import hashlib
     import json
 
@@ -333,7 +338,8 @@ def config_hash(cfg, keys, salt=None, drop=()) -> str:
     for k in keys:
         v = OmegaConf.select(cfg, k)
         picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
-    for path in drop:
+    unset = [path for path in HASHED_WHEN_SET if OmegaConf.select(cfg, path) is None]
+    for path in [*drop, *unset]:
         head, _, tail = path.partition(".")
         if isinstance(picked.get(head), dict):
             picked[head].pop(tail, None)

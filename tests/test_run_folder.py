@@ -287,3 +287,20 @@ def test_quiet_console_drops_the_known_notes_and_nothing_else(caplog):
         warnings.warn_explicit(message, FutureWarning, "_pytree.py", 21, module="pytorch_lightning.utilities._pytree")
         warnings.warn_explicit(message, FutureWarning, "mine.py", 1, module="mfexp.mine")
     assert [w.filename for w in seen] == ["mine.py"]
+
+
+def test_a_key_added_later_keeps_old_run_folders_hashes():
+    """generator.guidance_window came after run folders existed: left null it hashes as if absent, so a folder made
+    before it resumes (the generate stage's marker and the mosaics' fingerprint are unchanged); set, it counts."""
+    from omegaconf import OmegaConf
+
+    from mfexp.augmenters.mosaicfusion import fingerprint
+    from mfexp.run import stage_hash
+
+    now = compose(["generator.num_objects=2"])
+    before = OmegaConf.create(OmegaConf.to_container(now))  # untyped, so the key can go
+    del before.generator["guidance_window"]
+    windowed = compose(["generator.num_objects=2", "generator.guidance_window=[0.35,0.9,8]"])
+    for stage in ("generate", "train", "evaluate"):
+        assert stage_hash(now, stage) == stage_hash(before, stage) != stage_hash(windowed, stage)
+    assert fingerprint(now) == fingerprint(before) != fingerprint(windowed)
