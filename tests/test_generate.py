@@ -361,10 +361,10 @@ def test_sd1_mosaics_are_pinned(tiny_pipe, categories_file):
         assert areas in res.reason
 
 
-@pytest.mark.parametrize("model", ["tiny_random", "tiny_sd3"])
+@pytest.mark.parametrize("model", ["tiny_random", "tiny_sdxl", "tiny_sd3"])
 def test_guidance_window_sets_each_steps_scale(model, categories_file):
     """generator.guidance_window=[low, high, g]: the steps whose noise level t / T lies in [low, high] guide with g,
-    the others with guidance_scale (SD 1.x's DDPM timesteps and SD3's flow times alike); a window over every step
+    the others with guidance_scale (SD 1.x's and SDXL's timesteps and SD3's flow times alike); a window over every step
     makes the same mosaic as guidance_scale=g, and a window over some steps a different one. On SD3 a scale of 1
     outside the window runs the transformer on the conditional rows only there."""
     cats = load_categories(categories_file)
