@@ -205,9 +205,9 @@ class MosaicFusionGenerator:
         }
         first_scheduler = next(iter(schedulers.values()))
         timesteps, num_train = first_scheduler.timesteps, int(first_scheduler.config.num_train_timesteps)
-        window = self.cfg.get("guidance_window")
+        guidance_window = self.cfg.get("guidance_window")
         for step, t in enumerate(timesteps):
-            scale = guidance_at(self.cfg.guidance_scale, window, t, num_train)
+            scale = guidance_at(self.cfg.guidance_scale, guidance_window, t, num_train)
             model_in = {hw: scale_model_input(schedulers[hw], lat, t) for hw, lat in latents.items()}
             eps = {hw: torch.zeros_like(lat) for hw, lat in latents.items()}
             wsum = {hw: torch.zeros_like(lat[:, :1]) for hw, lat in latents.items()}
