@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize="small")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")  # the legend below the axes grows with the series
     table.to_csv(args.out.with_suffix(".csv"), index=False, float_format="%.1f")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
 

@@ -43,7 +43,9 @@ def test_config_loads_the_shipped_toy_offline(monkeypatch):
     assert cfg.generator.model.family == "sd3" and cfg.generator.model.path is None
     pipe = load_pipeline(cfg.generator.model, cfg.generator.dtype)
     assert isinstance(pipe, StableDiffusion3Pipeline) and pipe.text_encoder_3 is None
-    assert pipe.vae_scale_factor == 4 and pipe.transformer.config.patch_size == 2
+    assert pipe.vae_scale_factor == 4 and pipe.transformer.config.patch_size == 1
+    assert pipe.transformer.config.pos_embed_max_size == 32  # N = 4 region crops (up to 88 px = 22 tokens) fit
+    assert pipe.tokenizer_max_length == 24  # the CLIP length it was trained with, recorded in text_projection
     assert pipe.text_encoder is pipe.text_encoder_2  # one toy CLIP serves as both
 
 
@@ -144,7 +146,8 @@ def test_trainer_starts_from_shipped_weights(tmp_path):
 
     shipped = load_file(str(init_weights(toy_mmdit_path())))
     common = dict(out=str(tmp_path), threads=1, batch_size=2, ckpt_every=1, log_every=1, keep_every=0)
-    train(MMDiTTrainConfig(steps=11, init=str(toy_mmdit_path()), init_step=10, **common))
+    shipped_arch = dict(patch_size=1, pos_grid=32, clip_length=24)  # as in its toy_mmdit.json
+    train(MMDiTTrainConfig(steps=11, init=str(toy_mmdit_path()), init_step=10, **shipped_arch, **common))
     ckpt = tmp_path / "checkpoint"
     assert json.loads((ckpt / "state.json").read_text())["step"] == 11
     trained = load_file(str(ckpt / "transformer.safetensors"))
@@ -159,6 +162,8 @@ def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tm
     next start resumes from the new one; a half-written `checkpoint.new` is dropped. A snapshot of a non-default
     architecture exports (its metadata records the architecture, the CLIP length included)."""
     import shutil
+
+    from safetensors.torch import load_file, save_file
 
     from mfexp.toyworld.toy_mmdit import export, load_toy_mmdit
     from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, train
@@ -180,7 +185,11 @@ def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tm
 
     pipe = load_toy_mmdit(export(tmp_path / "snapshots" / "transformer_3.safetensors", tmp_path / "exported"))
     assert pipe.transformer.config.num_layers == 1 and pipe.transformer.config.num_attention_heads == 2
-    assert pipe.tokenizer_max_length == 24 and load_toy_mmdit().tokenizer_max_length == 77  # the shipped: none recorded
+    assert pipe.tokenizer_max_length == 24
+    unrecorded = tmp_path / "unrecorded"  # a folder written before the CLIP length was recorded: 77
+    shutil.copytree(toy_mmdit_path(), unrecorded)
+    save_file(load_file(str(unrecorded / "text_projection.safetensors")), str(unrecorded / "text_projection.safetensors"))
+    assert load_toy_mmdit(unrecorded).tokenizer_max_length == 77
 
 
 def test_a_patch_1_model_takes_the_larger_crops_of_n4_mosaics(tmp_path):
