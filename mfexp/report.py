@@ -31,6 +31,12 @@ metric, `<metric>_delta` (mean of d), `<metric>_ci_low`, `<metric>_ci_high` (the
 mean ± t(0.975, n-1) * sd(d) / sqrt(n); empty below 2 pairs), plus `n_pairs` and `baseline` (the row compared with,
 `(this row)` for a baseline row, whose delta cells stay empty).
 
+`--previous runs.csv` (repeatable) adds the rows of an earlier report's runs.csv: runs whose folders are gone (a
+deleted scratch folder, another machine) still join the table and the pairing, as they were recorded (status,
+keys, metrics in %, seconds). A run folder read now replaces a row of the same run path. A key the earlier report
+did not list takes, in its rows, `(default)` (its value is unknown there); a key only the earlier report lists is
+resolved in the runs read now as above.
+
 `--paper conf/paper/<sweep>.yaml` adds the paper's numbers for one swept key: dashed reference lines in the plots and
 a table in summary.md (the file: `source`, `key`, `values: {swept value: {metric: AP in %}}`).
 
@@ -297,6 +303,38 @@ def load_runs(*folders: str | Path) -> Runs:
         ],
     )
     return Runs(frame, keys, metrics, stages, listed)
+
+
+def with_previous(runs: Runs, csv: str | Path) -> Runs:
+    """`runs` and the rows of an earlier report's runs.csv (see the module docstring). Its columns: run, status, the
+    keys, seed, the metrics, seconds_<stage>..., wandb and what follows (`run_columns`)."""
+    path = Path(csv)
+    if not path.is_file():
+        raise ReportError(f"--previous {path}: no such file")
+    earlier = pd.read_csv(path, dtype=str, keep_default_na=False)
+    columns = list(earlier.columns)
+    if columns[:2] != ["run", "status"] or "seed" not in columns or "wandb" not in columns:
+        raise ReportError(f"--previous {path}: not a runs.csv written by mfexp.report (run, status, ..., seed, ...)")
+    seed, wandb = columns.index("seed"), columns.index("wandb")
+    keys = [*columns[2:seed], "seed"]
+    measured = columns[seed + 1 : wandb]
+    stages = [c.removeprefix("seconds_") for c in measured if c.startswith("seconds_")]
+    metrics = [c for c in measured if not c.startswith("seconds_")]
+    for c in measured:
+        earlier[c] = pd.to_numeric(earlier[c].replace("", math.nan))
+    earlier = earlier[~earlier["run"].isin(set(runs.frame["run"]))]
+    frame = runs.frame.copy()
+    for key in keys:  # a key the earlier runs list and these do not: what these runs used, where it is known
+        if key not in frame.columns:
+            frame[key] = [resolved_value(Path(run), key) or DEFAULT for run in frame["run"]]
+    for key in runs.keys:
+        if key not in earlier.columns:
+            earlier[key] = DEFAULT
+    all_keys = runs.keys + [k for k in keys if k not in runs.keys]
+    all_metrics = list(dict.fromkeys([m for m in METRICS if m in runs.metrics + metrics] + runs.metrics + metrics))
+    all_stages = list(dict.fromkeys(runs.stages + stages))
+    joined = pd.concat([earlier, frame], ignore_index=True) if len(frame) else earlier.reset_index(drop=True)
+    return Runs(joined, all_keys, all_metrics, all_stages, runs.orders)
 
 
 # ------------------------------------------------------------------------------------------------ grouping
@@ -824,14 +862,17 @@ def report(
     metrics: list[str] | None = None,
     baseline: str | list[str] | None = None,
     paper: str | Path | None = None,
+    previous: list[str | Path] | None = None,
 ) -> dict[str, Any]:
     """Read the run folders below one or more folders and write the table (CSV + Markdown) and plots; with
     `baseline` (KEY=VALUE strings, see parse_baseline) also the paired differences from the baseline row; with
-    `paper` (a conf/paper/*.yaml file) the paper's numbers."""
+    `paper` (a conf/paper/*.yaml file) the paper's numbers; with `previous` (runs.csv files) the runs they list."""
     spec = parse_baseline(baseline)
     reference_numbers = load_paper(paper)
     folders = [Path(f) for f in (folder if isinstance(folder, (list, tuple)) else [folder])]
     runs = load_runs(*folders)
+    for csv in previous or []:
+        runs = with_previous(runs, csv)
     if out is None and len(folders) > 1:
         raise ReportError("several folders: say where the report goes with --out")
     out = Path(out) if out else folders[0] / "report"
@@ -898,9 +939,16 @@ def main(argv: list[str] | None = None) -> int:
         help="the paper's numbers for a swept key (conf/paper/<sweep>.yaml): reference lines in the "
         "plots and a table in summary.md",
     )
+    parser.add_argument(
+        "--previous",
+        action="append",
+        metavar="RUNS_CSV",
+        help="an earlier report's runs.csv (repeatable): its runs join these, as recorded (their folders may be gone)",
+    )
     args = parser.parse_args(argv)
     try:
-        result = report(args.folder, args.out, [m for m in args.metrics.split(",") if m], args.baseline, args.paper)
+        metrics = [m for m in args.metrics.split(",") if m]
+        result = report(args.folder, args.out, metrics, args.baseline, args.paper, args.previous)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

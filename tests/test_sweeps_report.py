@@ -605,3 +605,56 @@ def test_report_bad_baseline_is_a_clear_error(tmp_path, capsys, baseline, msg):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(msg, err) and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_report_joins_the_runs_of_an_earlier_runs_csv(tmp_path, capsys):
+    """`--previous runs.csv`: runs whose folders are gone still join the table and the pairing, exactly as when
+    their folders were there; a folder read now replaces the recorded row of the same run."""
+    import csv
+    import shutil
+
+    from mfexp.report import main
+
+    whole = paired_sweep(tmp_path / "whole")
+    assert main([str(whole), "--out", str(tmp_path / "ref"), "--baseline", "augmenter=none"]) == 0
+    reference = {r["augmenter"]: r for r in read_csv(tmp_path / "ref" / "summary.csv")}
+
+    split = paired_sweep(tmp_path / "split")  # the same runs, "none" and "cut_paste" reported, then deleted
+    gone = tmp_path / "gone"
+    for run in split.iterdir():
+        if run.name.startswith(("none", "cut_paste")):
+            shutil.move(str(run), gone / run.name)
+    assert main([str(gone), "--out", str(tmp_path / "earlier")]) == 0
+    shutil.rmtree(gone)
+    earlier = tmp_path / "earlier" / "runs.csv"
+    out = tmp_path / "out"
+    assert main([str(split), "--out", str(out), "--baseline", "augmenter=none", "--previous", str(earlier)]) == 0
+    joined = {r["augmenter"]: r for r in read_csv(out / "summary.csv")}
+    assert sorted(joined) == sorted(reference)  # rows: the recorded runs are seen first
+    for aug, row in reference.items():
+        for column in ("n", "incomplete", "n_pairs", "baseline", "APr_mean", "APr_delta", "APr_ci_low", "AP_ci_high"):
+            assert (joined[aug][column] == row[column]) or float(joined[aug][column]) == pytest.approx(
+                float(row[column])
+            ), (aug, column)
+    assert len(read_csv(out / "runs.csv")) == sum(len(v) for v in PAIRED.values())
+
+    # a folder read now wins over the recorded row of the same run path
+    rows = read_csv(earlier)
+    mf_run = next(r for r in read_csv(out / "runs.csv") if r["augmenter"] == "mosaicfusion" and r["seed"] == "0")
+    rows.append({**rows[0], "run": mf_run["run"], "augmenter": "mosaicfusion", "APr": "99.0"})
+    stale = tmp_path / "stale.csv"
+    with open(stale, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main([str(split), "--out", str(tmp_path / "out2"), "--previous", str(stale)]) == 0
+    mf = [r for r in read_csv(tmp_path / "out2" / "runs.csv") if r["run"] == mf_run["run"]]
+    assert len(mf) == 1 and float(mf[0]["APr"]) == pytest.approx(11.0)
+
+    capsys.readouterr()
+    assert main([str(split), "--previous", str(tmp_path / "nowhere.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--previous" in err and "no such file" in err
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    assert main([str(split), "--previous", str(tmp_path / "bad.csv")]) == 2
+    assert "not a runs.csv" in capsys.readouterr().err
