@@ -322,7 +322,7 @@ def with_previous(runs: Runs, csv: str | Path) -> Runs:
     metrics = [c for c in measured if not c.startswith("seconds_")]
     for c in measured:
         earlier[c] = pd.to_numeric(earlier[c].replace("", math.nan))
-    earlier = earlier[~earlier["run"].isin(set(runs.frame["run"]))]
+    earlier = earlier[~earlier["run"].isin(set(runs.frame["run"]))].copy()
     frame = runs.frame.copy()
     for key in keys:  # a key the earlier runs list and these do not: what these runs used, where it is known
         if key not in frame.columns:
@@ -333,8 +333,7 @@ def with_previous(runs: Runs, csv: str | Path) -> Runs:
     all_keys = runs.keys + [k for k in keys if k not in runs.keys]
     all_metrics = list(dict.fromkeys([m for m in METRICS if m in runs.metrics + metrics] + runs.metrics + metrics))
     all_stages = list(dict.fromkeys(runs.stages + stages))
-    joined = pd.concat([earlier, frame], ignore_index=True) if len(frame) else earlier.reset_index(drop=True)
-    return Runs(joined, all_keys, all_metrics, all_stages, runs.orders)
+    return Runs(pd.concat([earlier, frame], ignore_index=True), all_keys, all_metrics, all_stages, runs.orders)
 
 
 # ------------------------------------------------------------------------------------------------ grouping
