@@ -33,6 +33,9 @@ def grid(args) -> np.ndarray:
     pipe = set_scheduler(load_pipeline(cfg.model, cfg.dtype), cfg.scheduler)
     pipe.set_progress_bar_config(disable=True)
     size = int(cfg.region_size[0])
+    # an MM-DiT's (zero) T5 context as the generator gives it: the pipeline's default is 256 tokens, not what the toy
+    # was trained with (8), and the extra zero tokens take attention from the caption
+    context = {"max_sequence_length": int(cfg.model.max_sequence_length)} if "max_sequence_length" in cfg.model else {}
     rows = []
     for shape in SHAPES:
         prompts = [caption(f"{colour}_{shape}", with_def=True) for colour in args.colours]
@@ -44,6 +47,7 @@ def grid(args) -> np.ndarray:
             guidance_scale=float(cfg.guidance_scale),
             generator=torch.Generator().manual_seed(args.seed),
             output_type="np",
+            **context,
         ).images
         real, _ = render_single_object_image(f"{args.colours[0]}_{shape}", size, np.random.default_rng(args.seed))
         samples = [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
