@@ -155,6 +155,13 @@ def test_trainer_starts_from_shipped_weights(tmp_path):
     assert changed and max(float((shipped[k] - trained[k]).abs().max()) for k in shipped) < 0.01  # one small step
     with pytest.raises(FileNotFoundError, match="--init"):
         init_weights(tmp_path / "nowhere")
+    # other architecture flags than the weights': a clear error before any step (a CLIP length would load silently)
+    other = dict(shipped_arch, clip_length=77, out=str(tmp_path / "other"))
+    with pytest.raises(ValueError, match="--clip-length 24 .this run: clip_length 77.: pass the same flags"):
+        train(MMDiTTrainConfig(**{**common, **other}, steps=11, init=str(toy_mmdit_path()), init_step=10))
+    with pytest.raises(ValueError, match="--patch-size 1 --pos-grid 32"):  # resuming the checkpoint: its metadata
+        train(MMDiTTrainConfig(**common, steps=12, clip_length=24))
+    assert not (tmp_path / "other" / "checkpoint").exists()
 
 
 def test_trainer_checkpoint_survives_a_kill_while_saving_and_snapshots_export(tmp_path, capsys):

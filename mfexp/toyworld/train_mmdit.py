@@ -30,7 +30,9 @@ checkpoint (`feature_head.safetensors`), never in the export. Measured in docs/t
 Resumable: every `--ckpt-every` steps `<out>/checkpoint/` gets the transformer's weights (safetensors) and the
 optimizer state with the step and losses; a run started on the same `--out` goes on from there. With no checkpoint,
 `--init FILE_OR_FOLDER --init-step N` starts from given weights (e.g. the shipped `mfexp/assets/toy_mmdit` and the
-step its `toy_mmdit.json` names) with a fresh optimizer that warms up again. At the end the
+step its `toy_mmdit.json` names) with a fresh optimizer that warms up again. The architecture flags must be the
+ones the weights were trained with (`--patch-size 1 --clip-length 24` for the shipped ones); a mismatch, on `--init`
+or on a resume, is an error that names them. At the end the
 pipeline is saved to `<out>` (`StableDiffusion3Pipeline` folder, safetensors) with `toy_mmdit.json`; also when
 `--max-minutes` runs out first.
 
@@ -385,6 +387,33 @@ def init_weights(path: Path) -> Path:
     return weights
 
 
+def recorded_architecture(path: Path) -> dict:
+    """The architecture `path` was trained with: a weights file's `architecture` metadata (empty for files written
+    before the trainer recorded it), or an exported / shipped folder's transformer config and CLIP length."""
+    from safetensors import safe_open
+
+    if path.is_file():
+        with safe_open(str(path), "pt") as f:
+            return json.loads((f.metadata() or {}).get("architecture", "{}"))
+    config = json.loads((path / "transformer" / "config.json").read_text())
+    with safe_open(str(path / "text_projection.safetensors"), "pt") as f:
+        clip_length = int((f.metadata() or {}).get("clip_length", 77))
+    names = {"layers": "num_layers", "heads": "num_attention_heads", "head_dim": "attention_head_dim"}
+    names.update(patch_size="patch_size", pos_grid="pos_embed_max_size")
+    return {**{k: config[v] for k, v in names.items()}, "clip_length": clip_length}
+
+
+def check_architecture(cfg: MMDiTTrainConfig, source: Path) -> None:
+    """A clear error when the weights a run starts from were trained with other architecture flags than `cfg`'s (a
+    different --clip-length would load without complaint and silently pad the captions otherwise)."""
+    recorded, wanted = recorded_architecture(source), architecture(cfg)
+    differ = [k for k in recorded if k in wanted and recorded[k] != wanted[k]]
+    if differ:
+        flags = " ".join(f"--{k.replace('_', '-')} {recorded[k]}" for k in differ)
+        ours = ", ".join(f"{k} {wanted[k]}" for k in differ)
+        raise ValueError(f"{source} was trained with {flags} (this run: {ours}): pass the same flags")
+
+
 def train(cfg: MMDiTTrainConfig) -> Path:
     from safetensors.torch import load_file, save_file
 
@@ -392,6 +421,12 @@ def train(cfg: MMDiTTrainConfig) -> Path:
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     ckpt = out / "checkpoint"
+    recover_checkpoint(ckpt)
+    if (ckpt / "state.json").is_file():
+        check_architecture(cfg, ckpt / "transformer.safetensors")
+    elif cfg.init:
+        init_weights(Path(cfg.init))  # a clear error for a path without weights, before the folder is read
+        check_architecture(cfg, Path(cfg.init))
     pipe = build_pipeline(cfg)
     names = [c["name"] for c in build_categories()]
     embeds, pooled = caption_bank(pipe, names, cfg.max_sequence_length)
@@ -410,7 +445,6 @@ def train(cfg: MMDiTTrainConfig) -> Path:
         model.set_attn_processor(wrapped)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     step, losses, attn_losses, feature_losses = 0, [], [], []
-    recover_checkpoint(ckpt)
     head = None
     if cfg.feature_weight > 0:
         if teacher is None:
