@@ -47,8 +47,8 @@ SyntheticConfig = schema(
 ModelConfig = schema(
     "ModelConfig",
     family=str, path=str | None, revision=str | None, allow_download=bool, region_size=list[int], overlap=list[int],
-    num_inference_steps=int, guidance_scale=float, dtype=str, decode=str, attention_resolutions=list[int],
-    batch_size=int,
+    num_inference_steps=int, guidance_scale=float, guidance_window=list[float] | None, dtype=str, decode=str,
+    attention_resolutions=list[int], batch_size=int,
 )
 TinyRandomModelConfig = schema("TinyRandomModelConfig", ModelConfig, seed=int, size=str)
 # the MM-DiT families (sd3, flux): T5 context, which tokenizer's token is the object token, the captured blocks
@@ -324,7 +324,7 @@ def validate(cfg) -> None:
 
 # keys added after run folders were made with configs that lack them: hashed only when not null, so a folder made
 # before a key existed still resumes (and its finished stages are still skipped) while the key keeps its default
-HASHED_WHEN_SET = ("generator.guidance_window",)
+HASHED_WHEN_SET = ("generator.guidance_window", "generator.model.guidance_window")
 
 
 def config_hash(cfg, keys, salt=None, drop=()) -> str:
@@ -340,7 +340,10 @@ def config_hash(cfg, keys, salt=None, drop=()) -> str:
         picked[k] = OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
     unset = [path for path in HASHED_WHEN_SET if OmegaConf.select(cfg, path) is None]
     for path in [*drop, *unset]:
-        head, _, tail = path.partition(".")
-        if isinstance(picked.get(head), dict):
-            picked[head].pop(tail, None)
+        *parents, leaf = path.split(".")
+        node = picked
+        for name in parents:
+            node = node.get(name) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     return hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:16]

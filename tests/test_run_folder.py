@@ -290,8 +290,9 @@ def test_quiet_console_drops_the_known_notes_and_nothing_else(caplog):
 
 
 def test_a_key_added_later_keeps_old_run_folders_hashes():
-    """generator.guidance_window came after run folders existed: left null it hashes as if absent, so a folder made
-    before it resumes (the generate stage's marker and the mosaics' fingerprint are unchanged); set, it counts."""
+    """generator.guidance_window (and later its per-model default, generator.model.guidance_window) came after run
+    folders existed: left null they hash as if absent, so a folder made before them resumes (the generate stage's
+    marker and the mosaics' fingerprint are unchanged); set, either counts."""
     from omegaconf import OmegaConf
 
     from mfexp.augmenters.mosaicfusion import fingerprint
@@ -300,7 +301,12 @@ def test_a_key_added_later_keeps_old_run_folders_hashes():
     now = compose(["generator.num_objects=2"])
     before = OmegaConf.create(OmegaConf.to_container(now))  # untyped, so the key can go
     del before.generator["guidance_window"]
+    del before.generator.model["guidance_window"]
     windowed = compose(["generator.num_objects=2", "generator.guidance_window=[0.35,0.9,8]"])
+    by_model = compose(["generator.num_objects=2", "generator.model.guidance_window=[0.35,0.9,8]"])
+    assert by_model.generator.guidance_window == [0.35, 0.9, 8]  # the model's default reaches the generator
     for stage in ("generate", "train", "evaluate"):
         assert stage_hash(now, stage) == stage_hash(before, stage) != stage_hash(windowed, stage)
+        assert stage_hash(by_model, stage) != stage_hash(now, stage)
     assert fingerprint(now) == fingerprint(before) != fingerprint(windowed)
+    assert fingerprint(by_model) != fingerprint(now)
