@@ -341,7 +341,7 @@ def config_hash(cfg, keys, salt=None, drop=()) -> str:
     unset = [path for path in HASHED_WHEN_SET if OmegaConf.select(cfg, path) is None]
     for path in [*drop, *unset]:
         *parents, leaf = path.split(".")
-        node = picked
+        node: Any = picked
         for name in parents:
             node = node.get(name) if isinstance(node, dict) else None
         if isinstance(node, dict):
