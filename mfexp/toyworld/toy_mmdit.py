@@ -72,10 +72,17 @@ def assemble(transformer, parts: dict):
     )
 
 
+def recorded_clip_length(folder: Path) -> int:
+    """The CLIP length a shipped / exported folder's model was trained with (none recorded: SD3's 77)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "text_projection.safetensors"), "pt") as f:
+        return int((f.metadata() or {}).get("clip_length", 77))
+
+
 def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.float32):
     """The toy MM-DiT pipeline from a folder in the shipped layout (default: mfexp/assets/toy_mmdit), offline."""
     from diffusers import SD3Transformer2DModel
-    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from mfexp.assets import toy_mmdit_path
@@ -84,9 +91,7 @@ def load_toy_mmdit(folder: str | Path | None = None, dtype: torch.dtype = torch.
     if not (folder / "transformer").is_dir():
         raise FileNotFoundError(f"{folder}: no toy MM-DiT here (transformer/ missing)")
     projection = folder / "text_projection.safetensors"
-    with safe_open(str(projection), "pt") as f:  # the CLIP length it was trained with (none recorded: SD3's 77)
-        clip_length = int((f.metadata() or {}).get("clip_length", 77))
-    parts = toy_parts(clip_length=clip_length)
+    parts = toy_parts(clip_length=recorded_clip_length(folder))
     parts["text_encoder"].text_projection.load_state_dict(load_file(str(projection)))
     transformer = SD3Transformer2DModel.from_pretrained(folder / "transformer", local_files_only=True)
     transformer.eval().requires_grad_(False)
@@ -125,15 +130,11 @@ def export(weights: str | Path, dest: str | Path, seed: int = 0, pos_grid: int |
     to `dest` in the shipped layout. The architecture is the one the trainer recorded in the file's metadata (files
     written before it did so: the trainer's defaults, `MMDiTTrainConfig`); `pos_grid` widens its positional grid
     (`widen_pos_grid`)."""
-    import json
-
-    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, build_pipeline
+    from mfexp.toyworld.train_mmdit import MMDiTTrainConfig, build_pipeline, recorded_architecture
 
-    with safe_open(str(weights), "pt") as f:
-        recorded = json.loads((f.metadata() or {}).get("architecture", "{}"))
+    recorded = recorded_architecture(Path(weights))
     recorded.setdefault("pos_grid", 16)  # files written before it was recorded: the trainer used 16 then
     pipe = build_pipeline(MMDiTTrainConfig(seed=seed, **recorded))
     pipe.transformer.load_state_dict(load_file(str(weights)))

@@ -395,12 +395,12 @@ def recorded_architecture(path: Path) -> dict:
     if path.is_file():
         with safe_open(str(path), "pt") as f:
             return json.loads((f.metadata() or {}).get("architecture", "{}"))
+    from mfexp.toyworld.toy_mmdit import recorded_clip_length
+
     config = json.loads((path / "transformer" / "config.json").read_text())
-    with safe_open(str(path / "text_projection.safetensors"), "pt") as f:
-        clip_length = int((f.metadata() or {}).get("clip_length", 77))
     names = {"layers": "num_layers", "heads": "num_attention_heads", "head_dim": "attention_head_dim"}
     names.update(patch_size="patch_size", pos_grid="pos_embed_max_size")
-    return {**{k: config[v] for k, v in names.items()}, "clip_length": clip_length}
+    return {**{k: config[v] for k, v in names.items()}, "clip_length": recorded_clip_length(path)}
 
 
 def check_architecture(cfg: MMDiTTrainConfig, source: Path) -> None:
